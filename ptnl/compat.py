@@ -1,0 +1,64 @@
+"""The one place that decides which engine runs: real Dassl when importable, else ``ptnl.engine``.
+
+``PTNL_ENGINE=dassl`` or ``PTNL_ENGINE=builtin`` forces one. Every trainer and dataset of this
+project imports the toolbox symbols from here, so they run unchanged under both. Two symbols are
+always PTNL's own: ``build_lr_scheduler`` (Dassl's warm-up wrappers crash on current torch) and
+``load_checkpoint`` (Dassl's refuses its own checkpoints on torch >= 2.6); both reproduce Dassl's
+values and file formats.
+"""
+import importlib
+import os
+
+from ptnl.engine.optim import build_lr_scheduler  # noqa: F401  (always ours, see above)
+from ptnl.engine.trainer import CheckpointIO  # noqa: F401
+from ptnl.engine.utils import load_checkpoint, read_image  # noqa: F401
+
+_choice = os.environ.get("PTNL_ENGINE", "auto").strip().lower() or "auto"
+if _choice not in ("auto", "dassl", "builtin"):
+    raise ValueError("PTNL_ENGINE must be 'dassl', 'builtin' or unset (auto), got {!r}".format(_choice))
+
+
+def _import_dassl():
+    try:
+        return importlib.import_module("dassl"), None
+    except ImportError as e:
+        return None, e
+
+
+_dassl, _dassl_error = (None, None) if _choice == "builtin" else _import_dassl()
+if _choice == "dassl" and _dassl is None:
+    raise ImportError("PTNL_ENGINE=dassl but Dassl cannot be imported ({}). Install Dassl.pytorch "
+                      "or unset PTNL_ENGINE to use the built-in engine.".format(_dassl_error))
+
+if _dassl is not None:
+    ENGINE = "dassl"
+    ENGINE_VERSION = getattr(_dassl, "__version__", "unknown")
+    from dassl.config import get_cfg_default  # noqa: F401
+    from dassl.data import DataManager  # noqa: F401
+    from dassl.data.data_manager import DatasetWrapper, build_data_loader  # noqa: F401
+    from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum  # noqa: F401
+    from dassl.data.transforms import build_transform  # noqa: F401
+    from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer  # noqa: F401
+    from dassl.evaluation import build_evaluator  # noqa: F401
+    from dassl.metrics import compute_accuracy  # noqa: F401
+    from dassl.optim import build_optimizer  # noqa: F401
+    from dassl.utils import (check_isfile, collect_env_info, listdir_nohidden,  # noqa: F401
+                             load_pretrained_weights, mkdir_if_missing, read_json,
+                             set_random_seed, setup_logger, write_json)
+else:
+    from ptnl import engine as _engine
+    ENGINE = "builtin"
+    ENGINE_VERSION = _engine.__version__
+    from ptnl.engine import (DATASET_REGISTRY, TRAINER_REGISTRY, DataManager,  # noqa: F401
+                             DatasetBase, DatasetWrapper, Datum, TrainerX, build_data_loader,
+                             build_evaluator, build_optimizer, build_trainer, build_transform,
+                             check_isfile, collect_env_info, compute_accuracy, get_cfg_default,
+                             listdir_nohidden, load_pretrained_weights, mkdir_if_missing,
+                             read_json, set_random_seed, setup_logger, write_json)
+
+
+def engine_banner():
+    """The first log line of every run: which engine and version is in use."""
+    if ENGINE == "dassl":
+        return "PTNL engine: dassl (Dassl.pytorch {})".format(ENGINE_VERSION)
+    return "PTNL engine: builtin (ptnl.engine, Dassl {} behaviour)".format(ENGINE_VERSION)

@@ -1,0 +1,26 @@
+"""Every config key PTNL adds to the Dassl tree, with its default."""
+from yacs.config import CfgNode as CN
+
+NOISE_TYPES = ("sym",)
+NOISE_MODES = ("swap", "flip")
+
+
+def extend_cfg(cfg):
+    """Add PTNL's keys to a Dassl config (call from a CoOp fork's ``extend_cfg`` too)."""
+    cfg.DATASET.NOISE = CN()
+    cfg.DATASET.NOISE.RATE = 0.0  # fraction of noisy shots, in [0, 1)
+    cfg.DATASET.NOISE.TYPE = "sym"  # which wrong label: sym
+    cfg.DATASET.NOISE.MODE = "swap"  # which samples: swap (per-class exact) | flip (global)
+    if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
+        cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key; kept so CoOp configs merge
+
+    cfg.TRAINER.PTNL = CN()
+    cfg.TRAINER.PTNL.N_CTX = 16  # number of context tokens
+    cfg.TRAINER.PTNL.CSC = False  # class-specific context
+    cfg.TRAINER.PTNL.CTX_INIT = ""  # initialise the context from these words
+    cfg.TRAINER.PTNL.CLASS_TOKEN_POSITION = "end"  # end | middle | front
+    cfg.TRAINER.PTNL.PREC = "fp16"  # fp16 | fp32 | amp (fp32 on CPU whatever is asked)
+    cfg.TRAINER.PTNL.LOSS = "ce"  # see ptnl.losses.LOSSES
+    cfg.TRAINER.PTNL.GCE_Q = 0.7  # q of the generalised cross-entropy
+    cfg.TRAINER.PTNL.KEEP_CHECKPOINTS = 1  # periodic checkpoints kept (newest); 0 keeps all
+    return cfg

@@ -1,0 +1,331 @@
+"""Dassl 0.6.3's ``dassl.utils`` / ``dassl.metrics`` subset: registry, files, logging, seeding,
+meters, accuracy and checkpoint helpers, with Dassl's messages and file formats."""
+import difflib
+import errno
+import json
+import os
+import os.path as osp
+import random
+import shutil
+import sys
+import time
+import warnings
+from collections import OrderedDict, defaultdict
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+# ----------------------------------------------------------------------------- registry
+def get_most_similar_str_to_a_from_b(a, b):
+    """The candidate in ``b`` most similar to ``a`` (ties: the later one, as Dassl)."""
+    highest, best = 0, b[0] if b else ""
+    for candidate in b:
+        ratio = difflib.SequenceMatcher(None, a, candidate).ratio()
+        if ratio >= highest:
+            highest, best = ratio, candidate
+    return best
+
+
+def check_availability(requested, available):
+    if requested not in available:
+        closest = get_most_similar_str_to_a_from_b(requested, available)
+        raise ValueError(
+            "The requested one is expected to belong to {}, but got [{}] "
+            "(do you mean [{}]?)".format(available, requested, closest)
+        )
+
+
+class Registry:
+    """Name -> object map filled by the ``@REG.register()`` decorator."""
+
+    def __init__(self, name):
+        self._name = name
+        self._obj_map = dict()
+
+    def _do_register(self, name, obj, force=False):
+        if name in self._obj_map and not force:
+            raise KeyError(
+                'An object named "{}" was already registered in "{}" registry'.format(name, self._name)
+            )
+        self._obj_map[name] = obj
+
+    def register(self, obj=None, force=False):
+        if obj is None:
+            def wrapper(fn_or_class):
+                self._do_register(fn_or_class.__name__, fn_or_class, force=force)
+                return fn_or_class
+            return wrapper
+        self._do_register(obj.__name__, obj, force=force)
+
+    def get(self, name):
+        if name not in self._obj_map:
+            raise KeyError('Object name "{}" does not exist in "{}" registry'.format(name, self._name))
+        return self._obj_map[name]
+
+    def registered_names(self):
+        return list(self._obj_map.keys())
+
+
+# ----------------------------------------------------------------------------- files
+def mkdir_if_missing(dirname):
+    if not osp.exists(dirname):
+        try:
+            os.makedirs(dirname)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+
+
+def check_isfile(fpath):
+    isfile = osp.isfile(fpath)
+    if not isfile:
+        warnings.warn('No file found at "{}"'.format(fpath))
+    return isfile
+
+
+def read_json(fpath):
+    with open(fpath, "r") as f:
+        return json.load(f)
+
+
+def write_json(obj, fpath):
+    mkdir_if_missing(osp.dirname(fpath) or ".")
+    with open(fpath, "w") as f:
+        json.dump(obj, f, indent=4, separators=(",", ": "))
+
+
+def read_image(path):
+    """Open an image as RGB; a missing or undecodable file raises an error naming it."""
+    try:
+        return Image.open(path).convert("RGB")
+    except Exception as e:  # PIL raises many types; the file name is what the user needs
+        raise IOError('Cannot read image "{}": {}'.format(path, e)) from e
+
+
+def listdir_nohidden(path, sort=False):
+    items = [f for f in os.listdir(path) if not f.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def tolist_if_not(x):
+    if not isinstance(x, list):
+        x = [x]
+    return x
+
+
+def collect_env_info():
+    from torch.utils.collect_env import get_pretty_env_info
+    import PIL
+    env_str = get_pretty_env_info()
+    env_str += "\n        Pillow ({})".format(PIL.__version__)
+    return env_str
+
+
+# ----------------------------------------------------------------------------- logging, seeds
+class Logger:
+    """Copies ``sys.stdout`` into a file (Dassl's ``Logger``)."""
+
+    def __init__(self, fpath=None):
+        self.console = sys.stdout
+        self.file = None
+        if fpath is not None:
+            mkdir_if_missing(osp.dirname(fpath) or ".")
+            self.file = open(fpath, "w")
+
+    def __del__(self):
+        self.close()
+
+    def write(self, msg):
+        self.console.write(msg)
+        if self.file is not None:
+            self.file.write(msg)
+
+    def flush(self):
+        self.console.flush()
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def close(self):
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+
+    def __getattr__(self, name):  # isatty, encoding, ... come from the real console
+        return getattr(self.console, name)
+
+
+def setup_logger(output=None):
+    if output is None:
+        return
+    if output.endswith(".txt") or output.endswith(".log"):
+        fpath = output
+    else:
+        fpath = osp.join(output, "log.txt")
+    if osp.exists(fpath):
+        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
+    sys.stdout = Logger(fpath)
+
+
+def set_random_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+# ----------------------------------------------------------------------------- meters, metrics
+class AverageMeter:
+    def __init__(self, ema=False):
+        self.ema = ema
+        self.reset()
+
+    def reset(self):
+        self.val = 0
+        self.avg = 0
+        self.sum = 0
+        self.count = 0
+
+    def update(self, val, n=1):
+        if isinstance(val, torch.Tensor):
+            val = val.item()
+        self.val = val
+        self.sum += val * n
+        self.count += n
+        if self.ema:
+            self.avg = self.avg * 0.9 + self.val * 0.1
+        else:
+            self.avg = self.sum / self.count
+
+
+class MetricMeter:
+    def __init__(self, delimiter=" "):
+        self.meters = defaultdict(AverageMeter)
+        self.delimiter = delimiter
+
+    def update(self, input_dict):
+        if input_dict is None:
+            return
+        if not isinstance(input_dict, dict):
+            raise TypeError("Input to MetricMeter.update() must be a dictionary")
+        for k, v in input_dict.items():
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            self.meters[k].update(v)
+
+    def __str__(self):
+        return self.delimiter.join(
+            "{} {:.4f} ({:.4f})".format(name, meter.val, meter.avg) for name, meter in self.meters.items()
+        )
+
+
+def compute_accuracy(output, target, topk=(1,)):
+    """Top-k accuracies in percent, as a list of 1-element tensors (Dassl's ``dassl.metrics``)."""
+    maxk = max(topk)
+    batch_size = target.size(0)
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    _, pred = output.topk(maxk, 1, True, True)
+    pred = pred.t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    res = []
+    for k in topk:
+        correct_k = correct[:k].reshape(-1).float().sum(0, keepdim=True)
+        res.append(correct_k.mul_(100.0 / batch_size))
+    return res
+
+
+def count_num_param(model=None, params=None):
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in params)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _strip_module(state_dict):
+    out = OrderedDict()
+    for k, v in state_dict.items():
+        out[k[7:] if k.startswith("module.") else k] = v
+    return out
+
+
+def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
+    """Write ``state`` as ``<save_dir>/<model_name or model.pth.tar-<epoch>>`` and note its name in
+    ``<save_dir>/checkpoint``. The file is written to a temporary name and renamed, so an
+    interrupted save never leaves a truncated checkpoint behind."""
+    mkdir_if_missing(save_dir)
+    if remove_module_from_keys:
+        state["state_dict"] = _strip_module(state["state_dict"])
+    if not model_name:
+        model_name = "model.pth.tar-" + str(state["epoch"])
+    fpath = osp.join(save_dir, model_name)
+    tmp = fpath + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, fpath)
+    print("Checkpoint saved to {}".format(fpath))
+    with open(osp.join(save_dir, "checkpoint"), "w") as f:
+        f.write("{}\n".format(osp.basename(fpath)))
+    if is_best:
+        best_fpath = osp.join(osp.dirname(fpath), "model-best.pth.tar")
+        shutil.copy(fpath, best_fpath)
+        print('Best checkpoint saved to "{}"'.format(best_fpath))
+
+
+def load_checkpoint(fpath):
+    """Load a checkpoint written by Dassl or by this engine. Such files hold optimizer and
+    scheduler objects, so they are unpickled with ``weights_only=False``: load only files you trust
+    (your own runs)."""
+    if fpath is None:
+        raise ValueError("File path is None")
+    if not osp.exists(fpath):
+        raise FileNotFoundError('File is not found at "{}"'.format(fpath))
+    map_location = None if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.load(fpath, map_location=map_location, weights_only=False)
+    except Exception:
+        print('Unable to load checkpoint from "{}"'.format(fpath))
+        raise
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    with open(osp.join(fdir, "checkpoint"), "r") as checkpoint:
+        model_name = checkpoint.readlines()[0].strip("\n")
+        fpath = osp.join(fdir, model_name)
+    print('Loading checkpoint from "{}"'.format(fpath))
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    print("Loaded model weights")
+    if optimizer is not None and "optimizer" in checkpoint.keys():
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        print("Loaded optimizer")
+    if scheduler is not None and "scheduler" in checkpoint.keys():
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        print("Loaded scheduler")
+    start_epoch = checkpoint["epoch"]
+    print("Previous epoch: {}".format(start_epoch))
+    return start_epoch
+
+
+def load_pretrained_weights(model, weight_path):
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
+    model_dict = model.state_dict()
+    new_state_dict = OrderedDict()
+    matched, discarded = [], []
+    for k, v in _strip_module(state_dict).items():
+        if k in model_dict and model_dict[k].size() == v.size():
+            new_state_dict[k] = v
+            matched.append(k)
+        else:
+            discarded.append(k)
+    model_dict.update(new_state_dict)
+    model.load_state_dict(model_dict)
+    if not matched:
+        warnings.warn("Cannot load {} (check the key names manually)".format(weight_path))
+    else:
+        print("Successfully loaded pretrained weights from {}".format(weight_path))
+        if discarded:
+            print("Layers discarded due to unmatched keys or size: {}".format(discarded))

@@ -1,0 +1,229 @@
+"""What every PTNL trainer shares, on top of the engine's ``TrainerX``: label noise for datasets
+that added none, true-label tracking, the loss, per-epoch clean/noisy diagnostics, resumable
+checkpoints, and ``results.json`` / ``noise.json``."""
+import json
+import os
+import os.path as osp
+import re
+import time
+
+import numpy as np
+import torch
+
+from ptnl import compat
+from ptnl.clip_backbone import effective_precision
+from ptnl.losses import build_loss
+from ptnl.noise import NoiseError, apply_noise, check_protocol
+from ptnl.results import NOISE_FILE, RESULTS_FILE, config_digest, write_json_atomic
+
+PRECISIONS = ("fp16", "fp32", "amp")
+DIAG_FILE = "epochs.json"
+
+
+class PTNLTrainerBase(compat.TrainerX):
+    """Subclasses build ``self.model`` (logits from images) and register its trainable part."""
+
+    # Dassl's own versions fail on current torch; these work under both engines.
+    resume_model_if_exist = compat.CheckpointIO.resume_model_if_exist
+    load_model = compat.CheckpointIO.load_model
+
+    def __init__(self, cfg):
+        self._wall_start = time.time()
+        super().__init__(cfg)
+
+    # ------------------------------------------------------------------ config and data
+    def check_cfg(self, cfg):
+        opts = cfg.TRAINER.PTNL
+        if opts.PREC not in PRECISIONS:
+            raise ValueError("TRAINER.PTNL.PREC must be one of {}, got {!r}".format(PRECISIONS, opts.PREC))
+        build_loss(opts.LOSS, opts.GCE_Q)  # unknown loss: fail before any data is read
+        check_protocol(cfg.DATASET.NOISE.RATE, cfg.DATASET.NOISE.TYPE, cfg.DATASET.NOISE.MODE)
+
+    def build_data_loader(self):
+        super().build_data_loader()
+        dataset = self.dm.dataset
+        noise = self.cfg.DATASET.NOISE
+        if hasattr(dataset, "noise_record"):  # a PTNL dataset: it added the noise itself
+            self.noise_record, true_labels = dataset.noise_record, dataset.true_labels
+        else:  # a CoOp fork's dataset: the same noise function, on the few-shot set
+            self.noise_record, true_labels = None, [d.label for d in dataset.train_x]
+            if noise.RATE > 0:
+                if noise.MODE == "swap":
+                    raise NoiseError(
+                        "DATASET.NOISE.MODE swap needs the full training split, which dataset {} does "
+                        "not expose (a PTNL dataset class does). Use DATASET.NOISE.MODE flip.".format(
+                            self.cfg.DATASET.NAME))
+                train, true_labels, self.noise_record = apply_noise(
+                    dataset.train_x, None, noise.RATE, noise.TYPE, noise.MODE, self.cfg.SEED,
+                    num_classes=dataset.num_classes, key=self.cfg.DATASET.NAME,
+                    make_item=lambda p, y, c: compat.Datum(impath=p, label=y, classname=c),
+                    classnames=dataset.lab2cname)
+                dataset._train_x = train
+                self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
+        self.true_label_of = {d.impath: t for d, t in zip(self.dm.dataset.train_x, true_labels)}
+
+    def _rebuild_train_loader(self, data_source):
+        x = self.cfg.DATALOADER.TRAIN_X
+        return compat.build_data_loader(
+            self.cfg, sampler_type=x.SAMPLER, data_source=data_source, batch_size=x.BATCH_SIZE,
+            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=compat.build_transform(self.cfg, is_train=True),
+            is_train=True)
+
+    # ------------------------------------------------------------------ model helpers
+    @property
+    def precision(self):
+        return effective_precision(self.cfg.TRAINER.PTNL.PREC, self.device)
+
+    def build_loss(self):
+        opts = self.cfg.TRAINER.PTNL
+        self.loss_fn = build_loss(opts.LOSS, opts.GCE_Q)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
+
+    def freeze_all_but(self, model, trainable_prefixes):
+        """Freeze every parameter whose name does not start with one of ``trainable_prefixes``."""
+        for name, param in model.named_parameters():
+            param.requires_grad_(any(name.startswith(p) for p in trainable_prefixes))
+
+    # ------------------------------------------------------------------ training step
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        if self.precision == "amp":
+            with torch.autocast("cuda"):
+                output = self.model(image)
+            loss = self.loss_fn(output, label)
+            self.model_zero_grad()
+            self.detect_anomaly(loss)
+            self.scaler.scale(loss).backward()
+            for name in self.get_model_names():
+                self.scaler.step(self._optims[name])
+            self.scaler.update()
+        else:
+            output = self.model(image)
+            loss = self.loss_fn(output, label)
+            self.model_backward_and_update(loss)
+        self._track(output.detach(), label, batch["impath"], loss.item())
+        summary = {"loss": loss.item(), "acc": compat.compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    # ------------------------------------------------------------------ diagnostics
+    def before_epoch(self):
+        self._epoch_lr = self.get_current_lr()
+        self._diag = {"n": 0, "loss_sum": 0.0, "correct_given": 0, "clean": 0, "clean_correct": 0,
+                      "noisy": 0, "noisy_given": 0, "noisy_true": 0}
+
+    def _track(self, output, label, impaths, loss):
+        pred = output.argmax(dim=1).cpu().numpy()
+        given = label.cpu().numpy()
+        true = np.array([self.true_label_of[p] for p in impaths])
+        noisy = true != given
+        d = self._diag
+        d["n"] += len(pred)
+        d["loss_sum"] += loss * len(pred)
+        d["correct_given"] += int((pred == given).sum())
+        d["clean"] += int((~noisy).sum())
+        d["clean_correct"] += int((pred == given)[~noisy].sum())
+        d["noisy"] += int(noisy.sum())
+        d["noisy_given"] += int((pred == given)[noisy].sum())
+        d["noisy_true"] += int((pred == true)[noisy].sum())
+
+    def epoch_record(self):
+        """This epoch's training diagnostics, on the augmented views seen while training."""
+        d = self._diag
+
+        def pct(a, b):
+            return 100.0 * a / b if b else None
+        return {"epoch": self.epoch + 1, "lr": self._epoch_lr, "loss": d["loss_sum"] / max(d["n"], 1),
+                "train_acc_given": pct(d["correct_given"], d["n"]),
+                "clean_acc": pct(d["clean_correct"], d["clean"]),
+                "noisy_memorised": pct(d["noisy_given"], d["noisy"]),
+                "noisy_true": pct(d["noisy_true"], d["noisy"]),
+                "num_clean": d["clean"], "num_noisy": d["noisy"]}
+
+    def after_epoch(self):
+        rec = self.epoch_record()
+        fmt = lambda v: "n/a" if v is None else "{:.1f}%".format(v)  # noqa: E731
+        print("* epoch {}: loss {:.4f} lr {:.4e} train acc {} clean acc {} noisy->given {} "
+              "noisy->true {}".format(rec["epoch"], rec["loss"], rec["lr"], fmt(rec["train_acc_given"]),
+                                      fmt(rec["clean_acc"]), fmt(rec["noisy_memorised"]),
+                                      fmt(rec["noisy_true"])))
+        self.epoch_records = [r for r in self.epoch_records if r["epoch"] < rec["epoch"]] + [rec]
+        write_json_atomic(osp.join(self.output_dir, DIAG_FILE), self.epoch_records)
+        super().after_epoch()
+
+    # ------------------------------------------------------------------ life cycle
+    def before_train(self):
+        print("Loss: {}{}".format(self.cfg.TRAINER.PTNL.LOSS, " (q={})".format(self.cfg.TRAINER.PTNL.GCE_Q)
+                                   if self.cfg.TRAINER.PTNL.LOSS == "gce" else ""))
+        if self.noise_record is not None:
+            write_json_atomic(osp.join(self.output_dir, NOISE_FILE), self.noise_record)
+            print("Label noise: {} {} rate {} -> {} noisy of {} (realised {:.4f})".format(
+                self.noise_record["type"], self.noise_record["mode"], self.noise_record["rate"],
+                self.noise_record["num_noisy"], self.noise_record["num_samples"],
+                self.noise_record["realised_rate"]))
+        super().before_train()
+        path = osp.join(self.output_dir, DIAG_FILE)
+        records = json.load(open(path)) if self.start_epoch > 0 and osp.isfile(path) else []
+        self.epoch_records = [r for r in records if r["epoch"] <= self.start_epoch]
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        super().save_model(epoch, directory, is_best=is_best, val_result=val_result, model_name=model_name)
+        keep = self.cfg.TRAINER.PTNL.KEEP_CHECKPOINTS
+        if model_name or keep <= 0:
+            return
+        for name in self.get_model_names():  # older periodic checkpoints: keep the newest `keep`
+            folder = osp.join(directory, name)
+            found = sorted((int(m.group(1)), f) for f in os.listdir(folder)
+                           if (m := re.fullmatch(r"model\.pth\.tar-(\d+)", f)))
+            for _, f in found[:-keep]:
+                os.remove(osp.join(folder, f))
+
+    @torch.no_grad()
+    def test(self, split=None):
+        result = super().test(split)
+        ev = self.evaluator
+        y_true, y_pred = np.asarray(ev._y_true), np.asarray(ev._y_pred)
+        per_class = {}
+        for c in np.unique(y_true):
+            mask = y_true == c
+            per_class[str(int(c))] = 100.0 * float((y_pred[mask] == c).mean())
+        from sklearn.metrics import f1_score
+        self.last_test = {
+            "accuracy": float(result),
+            "macro_f1": 100.0 * float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))),
+            "per_class_accuracy": per_class, "num_test": int(len(y_true)),
+        }
+        return result
+
+    def after_train(self):
+        self.last_test = None
+        super().after_train()
+        if self.last_test is not None:
+            write_json_atomic(osp.join(self.output_dir, RESULTS_FILE), self.results_record())
+
+    def results_record(self):
+        cfg = self.cfg
+        nr = self.noise_record
+        noise = {"type": cfg.DATASET.NOISE.TYPE, "mode": cfg.DATASET.NOISE.MODE,
+                 "rate": cfg.DATASET.NOISE.RATE,
+                 "realised_rate": nr["realised_rate"] if nr else 0.0,
+                 "num_noisy": nr["num_noisy"] if nr else 0,
+                 "generator": nr["generator"] if nr else None}
+        record = dict(self.last_test)
+        record.update({
+            "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME,
+            "backbone": cfg.MODEL.BACKBONE.NAME, "seed": cfg.SEED,
+            "num_shots": cfg.DATASET.NUM_SHOTS, "noise": noise, "loss": cfg.TRAINER.PTNL.LOSS,
+            "gce_q": cfg.TRAINER.PTNL.GCE_Q if cfg.TRAINER.PTNL.LOSS == "gce" else None,
+            "classnames": list(self.dm.dataset.classnames),
+            "epochs": self.epoch_records,
+            "engine": {"name": compat.ENGINE, "version": compat.ENGINE_VERSION},
+            "precision": self.precision,
+            "config_digest": config_digest(cfg),
+            "wall_time_s": time.time() - self._wall_start,
+        })
+        return record

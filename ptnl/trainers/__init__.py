@@ -1,0 +1,15 @@
+"""PTNL's trainer classes (not registered on import; see ``register_trainers``)."""
+from .prompt_tuning import PTNL
+
+TRAINERS = [PTNL]
+
+
+def register_trainers(registry=None):
+    """Register every PTNL trainer in ``registry`` (default: the active engine's
+    ``TRAINER_REGISTRY``); names already present are left alone. For CoOp forks."""
+    if registry is None:
+        from ptnl.compat import TRAINER_REGISTRY as registry
+    for cls in TRAINERS:
+        if cls.__name__ not in registry.registered_names():
+            registry.register(cls)
+    return [cls.__name__ for cls in TRAINERS]

@@ -1,0 +1,34 @@
+"""Installs the core package ``ptnl`` (and its built-in Dassl-compatible engine).
+
+``trainers/``, ``datasets/``, ``configs/`` and ``scripts/`` are used from the repository root,
+as in CoOp; no top-level ``datasets`` package is installed (it would shadow Hugging Face's)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ptnl",
+    version="0.1.0",
+    description="Noise-robust prompt tuning for CLIP: a plugin for the Dassl/CoOp toolbox",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["ptnl", "ptnl.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy",
+        "pillow",
+        "yacs",
+        "ftfy",
+        "regex",
+        "tqdm",
+        "tabulate",
+        "scikit-learn",
+        "openai-clip",
+        "setuptools<81",  # openai-clip imports pkg_resources
+    ],
+    extras_require={
+        "test": ["pytest"],
+        "plot": ["matplotlib"],
+        "tensorboard": ["tensorboard"],
+    },
+)

@@ -1,0 +1,1 @@
+"""Importing ``trainers.<module>`` registers its trainers in the active engine's registry."""
