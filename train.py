@@ -5,6 +5,7 @@
         DATASET.NUM_SHOTS 16 DATASET.NOISE.RATE 0.5 TRAINER.PTNL.LOSS gce
 """
 import argparse
+import contextlib
 import os
 import sys
 
@@ -59,11 +60,22 @@ def setup_cfg(args):
         if path:
             if not os.path.isfile(path):
                 raise FileNotFoundError('Config file "{}" not found'.format(path))
-            cfg.merge_from_file(path)
+            with _config_errors("config file " + path):
+                cfg.merge_from_file(path)
     reset_cfg(cfg, args)
-    cfg.merge_from_list(args.opts)
+    with _config_errors("command-line options"):
+        cfg.merge_from_list(args.opts)
     cfg.freeze()
     return cfg
+
+
+@contextlib.contextmanager
+def _config_errors(where):
+    """yacs reports an unknown key or an odd option list with a bare AssertionError."""
+    try:
+        yield
+    except AssertionError as e:
+        raise ValueError("Bad config in {}: {}".format(where, e)) from e
 
 
 def main(args):

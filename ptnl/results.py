@@ -1,7 +1,10 @@
 """Run records: the one writer of ``results.json`` / ``noise.json`` and the config digest."""
 import hashlib
 import json
+import os
 import os.path as osp
+
+import numpy as np
 
 from ptnl.dataset_base import atomic_write
 
@@ -21,3 +24,76 @@ def config_digest(cfg):
 
 def is_done(run_dir):
     return osp.isfile(osp.join(run_dir, RESULTS_FILE))
+
+
+# ----------------------------------------------------------------------------- reading runs
+GROUP_KEYS = ("dataset", "trainer", "backbone", "noise_type", "noise_mode", "noise_rate", "loss", "num_shots")
+
+
+def find_runs(dirs):
+    """Every run folder under ``dirs``: a folder holding ``results.json``, or a ``log.txt`` or a
+    checkpoint folder without one (an incomplete run)."""
+    done, incomplete = [], []
+    for top in dirs:
+        for dirpath, dirnames, filenames in os.walk(top):
+            if RESULTS_FILE in filenames:
+                done.append(dirpath)
+                dirnames[:] = []
+            elif "log.txt" in filenames:
+                incomplete.append(dirpath)
+                dirnames[:] = []
+    return sorted(done), sorted(incomplete)
+
+
+def load_run(run_dir):
+    with open(osp.join(run_dir, RESULTS_FILE)) as f:
+        r = json.load(f)
+    noise = r.get("noise") or {}
+    r["noise_type"], r["noise_mode"], r["noise_rate"] = noise.get("type"), noise.get("mode"), noise.get("rate")
+    r["run_dir"] = run_dir
+    return r
+
+
+def aggregate(records):
+    """Group runs by everything but the seed: mean and population std (numpy's default, as
+    CoOp's parse_test_res.py) of the test accuracy, and the seeds found."""
+    groups = {}
+    for r in records:
+        groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+    rows = []
+    for key, runs in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        accs = np.array([r["accuracy"] for r in runs], dtype=float)
+        rows.append(dict(zip(GROUP_KEYS, key), mean=float(accs.mean()), std=float(accs.std()),
+                         n=len(runs), seeds=sorted(r.get("seed") for r in runs)))
+    return rows
+
+
+def format_table(rows, fmt="plain"):
+    from tabulate import tabulate
+    headers = ["dataset", "trainer", "backbone", "noise", "rate", "loss", "shots", "accuracy (mean ± std)", "seeds"]
+    body = [[r["dataset"], r["trainer"], r["backbone"], "{}-{}".format(r["noise_type"], r["noise_mode"]),
+             r["noise_rate"], r["loss"], r["num_shots"], "{:.2f} ± {:.2f}".format(r["mean"], r["std"]),
+             "{} ({})".format(r["n"], " ".join(str(s) for s in r["seeds"]))] for r in rows]
+    return tabulate(body, headers=headers, tablefmt={"plain": "simple", "markdown": "github"}.get(fmt, fmt))
+
+
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m ptnl.results",
+                                description="Mean ± std (population) of test accuracy over seeds for every run found.")
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--format", default="plain", choices=["plain", "markdown"])
+    a = p.parse_args(argv)
+    done, incomplete = find_runs(a.dirs)
+    if not done and not incomplete:
+        print("No runs found under {}".format(", ".join(a.dirs)))
+        return 1
+    if done:
+        print(format_table(aggregate([load_run(d) for d in done]), a.format))
+    for d in incomplete:
+        print("incomplete (no results.json): {}".format(d))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+os.environ.setdefault("PTNL_OFFLINE", "1")  # nothing downloads in tests
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """A generated DTD-layout dataset (6 classes x 40 images) and a small CLIP weights file."""
+    from ptnl.synthetic import make_clip, make_dtd
+    root = tmp_path_factory.mktemp("world")
+    make_dtd(str(root / "data"), num_classes=6, per_class=40, size=36)
+    clip_path = make_clip(str(root / "clip-vit.pt"), kind="vit")
+    return {"root": str(root), "data": str(root / "data"), "clip": clip_path}
+
+
+@pytest.fixture
+def fresh_data(tmp_path):
+    """A private copy of the generated dataset (tests that write caches or splits)."""
+    from ptnl.synthetic import make_dtd
+    make_dtd(str(tmp_path / "data"), num_classes=6, per_class=40, size=36)
+    return str(tmp_path / "data")
+
+
+SMALL_OPTS = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",
+              "DATALOADER.TEST.BATCH_SIZE", "50"]
+
+
+def run_py(args, env=None, cwd=REPO, check=True, timeout=600):
+    """Run a python command from the repository root; returns the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError("command failed ({}): {}\nSTDOUT:\n{}\nSTDERR:\n{}".format(
+            proc.returncode, args, proc.stdout[-4000:], proc.stderr[-4000:]))
+    return proc
+
+
+def train_args(data, clip, out, seed=1, shots=4, rate=0.5, loss="gce", epochs=3, extra=()):
+    return ["train.py", "--root", data, "--trainer", "PTNL", "--seed", str(seed),
+            "--dataset-config-file", "configs/datasets/dtd.yaml",
+            "--config-file", "configs/trainers/PTNL/rn50.yaml", "--output-dir", out,
+            "DATASET.NUM_SHOTS", str(shots), "DATASET.NOISE.RATE", str(rate), "TRAINER.PTNL.LOSS", loss,
+            "MODEL.BACKBONE.NAME", clip, "OPTIM.MAX_EPOCH", str(epochs)] + SMALL_OPTS + list(extra)
