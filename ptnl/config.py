@@ -1,8 +1,6 @@
 """Every config key PTNL adds to the Dassl tree, with its default."""
 from yacs.config import CfgNode as CN
 
-NOISE_TYPES = ("sym",)
-NOISE_MODES = ("swap", "flip")
 
 
 def extend_cfg(cfg):
