@@ -2,7 +2,6 @@
 from yacs.config import CfgNode as CN
 
 
-
 def extend_cfg(cfg):
     """Add PTNL's keys to a Dassl config (call from a CoOp fork's ``extend_cfg`` too)."""
     cfg.DATASET.NOISE = CN()
