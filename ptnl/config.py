@@ -19,5 +19,9 @@ def extend_cfg(cfg):
     cfg.TRAINER.PTNL.PREC = "fp16"  # fp16 | fp32 | amp (fp32 on CPU whatever is asked)
     cfg.TRAINER.PTNL.LOSS = "ce"  # see ptnl.losses.LOSSES
     cfg.TRAINER.PTNL.GCE_Q = 0.7  # q of the generalised cross-entropy
+    cfg.TRAINER.PTNL.SCE_ALPHA = 0.1  # sce: weight of CE
+    cfg.TRAINER.PTNL.SCE_BETA = 1.0  # sce: weight of reverse CE
+    cfg.TRAINER.PTNL.NCE_ALPHA = 1.0  # nce_rce: weight of normalised CE
+    cfg.TRAINER.PTNL.NCE_BETA = 1.0  # nce_rce: weight of reverse CE
     cfg.TRAINER.PTNL.KEEP_CHECKPOINTS = 1  # periodic checkpoints kept (newest); 0 keeps all
     return cfg

@@ -12,9 +12,10 @@ import torch
 
 from ptnl import compat
 from ptnl.clip_backbone import effective_precision
-from ptnl.losses import build_loss
+from ptnl.losses import loss_from_cfg
 from ptnl.noise import NoiseError, apply_noise, check_protocol
 from ptnl.results import NOISE_FILE, RESULTS_FILE, config_digest, write_json_atomic
+from ptnl.zeroshot import ConfusionScorer
 
 PRECISIONS = ("fp16", "fp32", "amp")
 DIAG_FILE = "epochs.json"
@@ -36,7 +37,7 @@ class PTNLTrainerBase(compat.TrainerX):
         opts = cfg.TRAINER.PTNL
         if opts.PREC not in PRECISIONS:
             raise ValueError("TRAINER.PTNL.PREC must be one of {}, got {!r}".format(PRECISIONS, opts.PREC))
-        build_loss(opts.LOSS, opts.GCE_Q)  # unknown loss: fail before any data is read
+        loss_from_cfg(cfg)  # unknown loss or bad option: fail before any data is read
         check_protocol(cfg.DATASET.NOISE.RATE, cfg.DATASET.NOISE.TYPE, cfg.DATASET.NOISE.MODE)
 
     def build_data_loader(self):
@@ -57,7 +58,8 @@ class PTNLTrainerBase(compat.TrainerX):
                     dataset.train_x, None, noise.RATE, noise.TYPE, noise.MODE, self.cfg.SEED,
                     num_classes=dataset.num_classes, key=self.cfg.DATASET.NAME,
                     make_item=lambda p, y, c: compat.Datum(impath=p, label=y, classname=c),
-                    classnames=dataset.lab2cname)
+                    classnames=dataset.lab2cname, score_fn=ConfusionScorer(self.cfg, dataset.classnames),
+                    num_shots=self.cfg.DATASET.NUM_SHOTS)
                 dataset._train_x = train
                 self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
         self.true_label_of = {d.impath: t for d, t in zip(self.dm.dataset.train_x, true_labels)}
@@ -75,8 +77,7 @@ class PTNLTrainerBase(compat.TrainerX):
         return effective_precision(self.cfg.TRAINER.PTNL.PREC, self.device)
 
     def build_loss(self):
-        opts = self.cfg.TRAINER.PTNL
-        self.loss_fn = build_loss(opts.LOSS, opts.GCE_Q)
+        self.loss_fn = loss_from_cfg(self.cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
 
     def freeze_all_but(self, model, trainable_prefixes):
@@ -151,6 +152,9 @@ class PTNLTrainerBase(compat.TrainerX):
               "noisy->true {}".format(rec["epoch"], rec["loss"], rec["lr"], fmt(rec["train_acc_given"]),
                                       fmt(rec["clean_acc"]), fmt(rec["noisy_memorised"]),
                                       fmt(rec["noisy_true"])))
+        for key in ("loss", "train_acc_given", "clean_acc", "noisy_memorised", "noisy_true"):
+            if rec[key] is not None:  # TensorBoard, when a writer is open
+                self.write_scalar("diagnostics/" + key, rec[key], rec["epoch"])
         self.epoch_records = [r for r in self.epoch_records if r["epoch"] < rec["epoch"]] + [rec]
         write_json_atomic(osp.join(self.output_dir, DIAG_FILE), self.epoch_records)
         super().after_epoch()

@@ -156,10 +156,27 @@ def test_build_loss_names_function():
         assert build_loss(name).__name__ == name
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN lists sce and nce_rce losses; ptnl.losses registers "
-                                       "only ce, gce and mae")
 def test_design_losses_are_registered():
     logits, labels = batch(11)
     for name in ("ce", "gce", "mae", "sce", "nce_rce"):
         out = build_loss(name)(logits, labels)
         assert out.dtype == torch.float32 and torch.isfinite(out)
+
+
+def test_sce_and_nce_rce_formulas():
+    torch.manual_seed(3)
+    logits, labels = torch.randn(9, 5), torch.randint(0, 5, (9,))
+    p = torch.softmax(logits, 1)
+    py = p[torch.arange(9), labels]
+    rce = 4.0 * (1 - py)  # -sum_k p_k log(onehot_k) with log 0 := -4
+    ce = -torch.log(py)
+    assert build_loss("sce", sce_alpha=0.3, sce_beta=0.7)(logits, labels).item() == pytest.approx(
+        (0.3 * ce + 0.7 * rce).mean().item(), rel=1e-5)
+    nce = ce / (-torch.log(p).sum(1))
+    assert build_loss("nce_rce", nce_alpha=2.0, nce_beta=0.5)(logits, labels).item() == pytest.approx(
+        (2.0 * nce + 0.5 * rce).mean().item(), rel=1e-5)
+
+
+def test_gce_q_checked_when_built():
+    with pytest.raises(ValueError, match="GCE_Q"):
+        build_loss("gce", gce_q=0.0)

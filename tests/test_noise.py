@@ -398,8 +398,6 @@ def test_apply_noise_swap(noise_type, rate):
                 assert d.label == (t + 1) % C
 
 
-@pytest.mark.xfail(strict=True, reason="apply_noise does not exclude S from the swap pool; "
-                                       "callers must pass the training split outside S")
 def test_apply_noise_swap_with_full_training_split_never_reuses_fewshot_images():
     """DESIGN step 3 says the dataset base calls ptnl.noise with the few-shot set and the full
     training split. apply_noise draws replacements from whatever ``pool`` it is given, so a pool

@@ -1,0 +1,136 @@
+"""Zero-shot CLIP: class text features from templates, and image logits over a list of images,
+cached on disk per (weights digest, dataset, template, transform) and per image."""
+import os.path as osp
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ptnl import cache
+from ptnl.clip_backbone import file_digest, tokenize
+
+_DIGESTS = {}
+
+
+def weights_digest(path):
+    """sha256 of a weights file, memoised on (path, size, mtime)."""
+    st = osp.getsize(path), osp.getmtime(path)
+    key = (osp.abspath(path), st)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
+
+
+@torch.no_grad()
+def text_classifier(clip_model, classnames, templates):
+    """[C, D] L2-normalised text features; with several templates, the normalised mean of the
+    normalised per-template features (CLIP's prompt ensembling)."""
+    if isinstance(templates, str):
+        templates = [templates]
+    device = clip_model.logit_scale.device
+    feats = []
+    for template in templates:
+        texts = [template.format(name.replace("_", " ")) for name in classnames]
+        f = clip_model.encode_text(tokenize(texts).to(device)).float()
+        feats.append(f / f.norm(dim=-1, keepdim=True))
+    w = torch.stack(feats).mean(0)
+    return w / w.norm(dim=-1, keepdim=True)
+
+
+class _Images(Dataset):
+    def __init__(self, paths, transform, reader):
+        self.paths, self.transform, self.reader = paths, transform, reader
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.transform(self.reader(self.paths[i]))
+
+
+@torch.no_grad()
+def image_features(clip_model, paths, transform, batch_size=100, num_workers=0, desc="image features"):
+    """[N, D] L2-normalised image features of the files ``paths``."""
+    from ptnl.compat import read_image
+    device = clip_model.logit_scale.device
+    loader = DataLoader(_Images(list(paths), transform, read_image), batch_size=batch_size,
+                        num_workers=num_workers)
+    out = []
+    for x in tqdm(loader, desc=desc, disable=len(loader) < 2):
+        f = clip_model.encode_image(x.to(device).type(clip_model.dtype)).float()
+        out.append((f / f.norm(dim=-1, keepdim=True)).cpu())
+    dim = clip_model.text_projection.shape[1]
+    return torch.cat(out) if out else torch.zeros(0, dim)
+
+
+def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
+                    num_workers=0):
+    """[N, C] zero-shot logits (logit_scale x cosine) of the images ``paths``. Rows are cached
+    per image under a key of (weights digest, dataset, templates, classnames, transform): images
+    already cached are not recomputed, new ones are added."""
+    key = cache.cache_key(kind="zeroshot_logits", weights=weights_digest(clip_model.weights_path),
+                          dataset=dataset, templates=templates, classnames=list(classnames),
+                          transform=repr(transform))
+    stored = cache.load(key) or {"paths": [], "logits": torch.zeros(0, len(classnames))}
+    index = {p: i for i, p in enumerate(stored["paths"])}
+    missing = [p for p in dict.fromkeys(paths) if p not in index]
+    if missing:
+        w = text_classifier(clip_model, classnames, templates).cpu()
+        feats = image_features(clip_model, missing, transform, batch_size, num_workers,
+                               desc="zero-shot CLIP on {} images".format(len(missing)))
+        new = clip_model.logit_scale.exp().float().cpu() * feats @ w.t()
+        stored = {"paths": stored["paths"] + missing, "logits": torch.cat([stored["logits"], new])}
+        cache.save(key, stored)
+        index = {p: i for i, p in enumerate(stored["paths"])}
+    return stored["logits"][[index[p] for p in paths]]
+
+
+# CoOp's zero-shot templates (trainers/zsclip.py CUSTOM_TEMPLATES), keyed by DATASET.NAME.
+CUSTOM_TEMPLATES = {
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "{} texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a photo of {}, a type of food.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+}
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def dataset_template(dataset_name):
+    """The zero-shot template of a dataset (CoOp's), "a photo of a {}." for unknown names."""
+    return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+
+
+class ConfusionScorer:
+    """``scorer(impaths)`` -> zero-shot logits [N, C] with the run's CLIP (MODEL.BACKBONE.NAME) and
+    the dataset's template, computed through the cache; CLIP is loaded on first use only."""
+
+    def __init__(self, cfg, classnames):
+        self.cfg, self.classnames = cfg, list(classnames)
+        self.template = dataset_template(cfg.DATASET.NAME)
+        self._model = self._transform = None
+
+    def __call__(self, impaths):
+        from ptnl import compat
+        from ptnl.clip_backbone import load_clip
+        if self._model is None:
+            use_cuda = torch.cuda.is_available() and self.cfg.USE_CUDA
+            device = "cuda" if use_cuda else "cpu"
+            print("Zero-shot CLIP ({}) scores for confusion noise, template {!r}".format(
+                self.cfg.MODEL.BACKBONE.NAME, self.template))
+            self._model = load_clip(self.cfg.MODEL.BACKBONE.NAME, device=device,
+                                    prec="fp16" if use_cuda else "fp32")
+            self._transform = compat.build_transform(self.cfg, is_train=False)
+        return zeroshot_logits(self._model, impaths, self.classnames, [self.template], self._transform,
+                               self.cfg.DATASET.NAME, batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
+                               num_workers=self.cfg.DATALOADER.NUM_WORKERS).numpy()

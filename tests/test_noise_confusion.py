@@ -1,0 +1,94 @@
+"""Confusion noise: each wrong label is the wrong class zero-shot CLIP scores highest."""
+import numpy as np
+import pytest
+
+from ptnl.noise import NoiseError, apply_noise, flip_noise, noisy_count, swap_noise, top_wrong_class
+
+C, K = 5, 8
+
+
+def setup(seed=0, pool_per_class=20):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(C), K)
+    pool = np.repeat(np.arange(C), pool_per_class)
+    return labels, pool, rng.normal(size=(len(labels), C)), rng.normal(size=(len(pool), C))
+
+
+def test_top_wrong_class_excludes_true_class():
+    scores = np.array([[5.0, 1.0, 2.0], [0.0, 9.0, 3.0]])
+    assert top_wrong_class(scores, [0, 1]).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("rate", [0.125, 0.5, 0.75])
+def test_flip_confusion_labels_are_top_wrong_class(rate):
+    labels, _, scores, _ = setup()
+    out = flip_noise(labels, rate, C, seed=1, noise_type="confusion", scores=scores)
+    assert out["noisy"].sum() == noisy_count(rate, len(labels))
+    expected = top_wrong_class(scores, labels)
+    assert (out["given"][out["noisy"]] == expected[out["noisy"]]).all()
+    assert (out["given"][~out["noisy"]] == labels[~out["noisy"]]).all()
+
+
+@pytest.mark.parametrize("rate", [0.125, 0.5, 0.75])
+def test_swap_confusion_replacements_have_slot_class_as_top_wrong(rate):
+    labels, pool, _, pool_scores = setup(pool_per_class=40)
+    out = swap_noise(labels, pool, rate, C, seed=2, noise_type="confusion", pool_scores=pool_scores)
+    top = top_wrong_class(pool_scores, pool)
+    src = out["source"]
+    for i in np.flatnonzero(src >= 0):
+        assert pool[src[i]] != labels[i] and out["true"][i] == pool[src[i]]
+        if not out["fallback"][i]:
+            assert top[src[i]] == labels[i]
+    assert len(set(src[src >= 0].tolist())) == int((src >= 0).sum())
+    for c in range(C):
+        assert int((src[labels == c] >= 0).sum()) == noisy_count(rate, K)
+
+
+def test_swap_confusion_fallback_takes_highest_scoring_image():
+    labels = np.repeat(np.arange(3), 2)
+    pool = np.array([1, 1, 2, 2])
+    # every pool image's top wrong class is 0; class 1 and 2 slots must fall back
+    pool_scores = np.array([[9, 0, 1], [9, 0, 2], [9, 3, 0], [9, 1, 0]], dtype=float)
+    out = swap_noise(labels, pool, 0.5, 3, seed=0, noise_type="confusion", pool_scores=pool_scores)
+    assert out["fallback"].sum() >= 1
+    for i in np.flatnonzero(out["fallback"]):
+        c = labels[i]
+        assert pool[out["source"][i]] != c
+
+
+def test_confusion_nested_across_rates():
+    labels, pool, scores, pool_scores = setup(pool_per_class=40)
+    prev_swap = prev_flip = None
+    for rate in (0.125, 0.25, 0.5, 0.75):
+        s = swap_noise(labels, pool, rate, C, seed=4, noise_type="confusion", pool_scores=pool_scores)
+        f = flip_noise(labels, rate, C, seed=4, noise_type="confusion", scores=scores)
+        if prev_swap is not None:
+            m = prev_swap["source"] >= 0
+            assert (s["source"][m] == prev_swap["source"][m]).all()
+            assert (f["noisy"] | ~prev_flip["noisy"]).all()
+        prev_swap, prev_flip = s, f
+
+
+class D:
+    def __init__(self, p, y, c=""):
+        self.impath, self.label, self.classname = p, y, c
+
+
+def test_apply_noise_calls_scorer_only_for_confusion():
+    items = [D("s{}".format(i), i % 3) for i in range(12)]
+    pool = [D("p{}".format(i), i % 3) for i in range(30)]
+    calls = []
+
+    def scorer(paths):
+        calls.append(list(paths))
+        return np.random.default_rng(len(paths)).normal(size=(len(paths), 3))
+    mk = lambda p, y, c: D(p, y, c)  # noqa: E731
+    apply_noise(items, pool, 0.5, "sym", "swap", 1, 3, "k", mk, score_fn=scorer)
+    assert calls == []
+    _, _, rec = apply_noise(items, pool, 0.5, "confusion", "swap", 1, 3, "k", mk, score_fn=scorer)
+    assert calls == [[p.impath for p in pool]]
+    assert rec["type"] == "confusion" and "confusion_fallbacks" in rec
+    apply_noise(items, None, 0.5, "confusion", "flip", 1, 3, "k", mk, score_fn=scorer)
+    assert calls[-1] == [it.impath for it in items]
+    with pytest.raises(NoiseError, match="scores"):
+        apply_noise(items, None, 0.5, "confusion", "flip", 1, 3, "k", mk)
