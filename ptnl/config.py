@@ -23,5 +23,14 @@ def extend_cfg(cfg):
     cfg.TRAINER.PTNL.SCE_BETA = 1.0  # sce: weight of reverse CE
     cfg.TRAINER.PTNL.NCE_ALPHA = 1.0  # nce_rce: weight of normalised CE
     cfg.TRAINER.PTNL.NCE_BETA = 1.0  # nce_rce: weight of reverse CE
+    cfg.TRAINER.PTNL.ANALYSIS = False  # per-epoch gradient norms of clean vs noisy samples, confusion matrix
     cfg.TRAINER.PTNL.KEEP_CHECKPOINTS = 1  # periodic checkpoints kept (newest); 0 keeps all
+
+    cfg.TRAINER.LINEAR_PROBE = CN()
+    cfg.TRAINER.LINEAR_PROBE.C = 1e3  # inverse L2 regularisation strength of the logistic regression
+    cfg.TRAINER.LINEAR_PROBE.SEARCH_C = False  # choose C on the (clean, few-shot) val split instead
+    cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
+
+    cfg.TRAINER.IMAGENET_FT = CN()
+    cfg.TRAINER.IMAGENET_FT.ARCH = "resnet50"  # torchvision architecture when the weights are a file
     return cfg

@@ -52,9 +52,14 @@ def assemble_prompts(prefix, ctx, suffix, name_lens, position="end"):
 
 class PromptLearner(nn.Module):
     """CoOp's context vectors: shared ([n, D]) or class-specific ([C, n, D]), initialised from
-    N(0, 0.02) or from the embeddings of ``ctx_init`` words. Class-name tokens stay fixed."""
+    N(0, 0.02) or from the embeddings of ``ctx_init`` words.
 
-    def __init__(self, classnames, clip_model, n_ctx=16, ctx_init="", csc=False, position="end"):
+    ``learn_ctx`` makes the context trainable (PTNL); ``learn_names`` makes the class-name token
+    embeddings trainable too (Full-Prompt-Tuning), or alone with a fixed ``ctx_init`` template
+    (CLS-Tuning). Start, end and padding tokens always stay fixed."""
+
+    def __init__(self, classnames, clip_model, n_ctx=16, ctx_init="", csc=False, position="end",
+                 learn_ctx=True, learn_names=False):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
@@ -78,7 +83,7 @@ class PromptLearner(nn.Module):
             prefix_text = " ".join(["X"] * n_ctx)
         print('Initial context: "{}"'.format(prefix_text))
         print("Number of context words (tokens): {}".format(n_ctx))
-        self.ctx = nn.Parameter(ctx)
+        self.ctx = nn.Parameter(ctx, requires_grad=learn_ctx)
         texts, names = prompt_texts(classnames, prefix_text)
         tokenized = tokenize(texts)
         with torch.no_grad():
@@ -89,12 +94,26 @@ class PromptLearner(nn.Module):
         self.n_cls, self.n_ctx, self.position = n_cls, n_ctx, position
         self.name_lens = [_bpe_len(name) for name in names]
         self.prompt_texts = texts
+        self.learn_names = learn_names
+        if learn_names:  # [C, Lmax, D]: row i's first name_lens[i] positions are class i's name
+            lmax = max(self.name_lens)
+            self.name_emb = nn.Parameter(embedding[:, 1 + n_ctx:1 + n_ctx + lmax, :].clone())
+            mask = torch.arange(lmax)[None, :] < torch.tensor(self.name_lens)[:, None]
+            self.register_buffer("name_mask", mask[..., None], persistent=False)
+
+    def suffix(self):
+        """Class-name tokens, ".", end-of-text and padding: [C, L-1-n_ctx, D]."""
+        if not self.learn_names:
+            return self.token_suffix
+        lmax = self.name_emb.shape[1]
+        head = torch.where(self.name_mask, self.name_emb, self.token_suffix[:, :lmax])
+        return torch.cat([head, self.token_suffix[:, lmax:]], dim=1)
 
     def forward(self):
         ctx = self.ctx
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        return assemble_prompts(self.token_prefix, ctx, self.token_suffix, self.name_lens, self.position)
+        return assemble_prompts(self.token_prefix, ctx, self.suffix(), self.name_lens, self.position)
 
 
 class PromptCLIP(nn.Module):

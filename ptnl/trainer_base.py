@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ptnl import compat
-from ptnl.clip_backbone import effective_precision
+from ptnl.clip_backbone import effective_precision, load_clip
 from ptnl.losses import loss_from_cfg
 from ptnl.noise import NoiseError, apply_noise, check_protocol
 from ptnl.results import NOISE_FILE, RESULTS_FILE, config_digest, write_json_atomic
@@ -23,6 +23,8 @@ DIAG_FILE = "epochs.json"
 
 class PTNLTrainerBase(compat.TrainerX):
     """Subclasses build ``self.model`` (logits from images) and register its trainable part."""
+
+    TRAINS = True  # False: no epoch loop (ZeroshotCLIP, LinearProbe)
 
     # Dassl's own versions fail on current torch; these work under both engines.
     resume_model_if_exist = compat.CheckpointIO.resume_model_if_exist
@@ -80,6 +82,29 @@ class PTNLTrainerBase(compat.TrainerX):
         self.loss_fn = loss_from_cfg(self.cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
 
+    def load_clip_model(self):
+        """CLIP by MODEL.BACKBONE.NAME (name or file), on CPU; its input size must be INPUT.SIZE."""
+        name = self.cfg.MODEL.BACKBONE.NAME
+        print(f"Loading CLIP (backbone: {name})")
+        clip_model = load_clip(name, device="cpu", prec=self.precision)
+        res = clip_model.visual.input_resolution
+        if tuple(self.cfg.INPUT.SIZE) != (res, res):
+            raise ValueError("INPUT.SIZE {} does not match the CLIP input resolution {} of {}; set "
+                             "INPUT.SIZE ({}, {})".format(tuple(self.cfg.INPUT.SIZE), res, name, res, res))
+        return clip_model
+
+    def register_trainable(self, name, module):
+        """Optimizer and lr scheduler for ``module`` (Dassl's builders), registered as ``name``.
+        Frozen parameters of ``module`` get no gradient, so the optimizer leaves them alone."""
+        optim = compat.build_optimizer(module, self.cfg.OPTIM)
+        sched = compat.build_lr_scheduler(optim, self.cfg.OPTIM)
+        self.register_model(name, module, optim, sched)
+        self.build_loss()
+
+    def trainable_parameters(self):
+        return [p for name in self.get_model_names() for p in self._models[name].parameters()
+                if p.requires_grad]
+
     def freeze_all_but(self, model, trainable_prefixes):
         """Freeze every parameter whose name does not start with one of ``trainable_prefixes``."""
         for name, param in model.named_parameters():
@@ -104,6 +129,8 @@ class PTNLTrainerBase(compat.TrainerX):
         else:
             output = self.model(image)
             loss = self.loss_fn(output, label)
+            if self.cfg.TRAINER.PTNL.ANALYSIS:
+                self._track_gradients(output, label, batch["impath"])
             self.model_backward_and_update(loss)
         self._track(output.detach(), label, batch["impath"], loss.item())
         summary = {"loss": loss.item(), "acc": compat.compute_accuracy(output, label)[0].item()}
@@ -132,6 +159,25 @@ class PTNLTrainerBase(compat.TrainerX):
         d["noisy_given"] += int((pred == given)[noisy].sum())
         d["noisy_true"] += int((pred == true)[noisy].sum())
 
+    def per_sample_grad_norms(self, output, label):
+        """||d loss(x_i, y_i) / d theta|| for each sample of the batch, theta = every trainable
+        parameter, from the batch's forward graph (kept for the regular backward)."""
+        params = self.trainable_parameters()
+        norms = []
+        for i in range(len(label)):
+            grads = torch.autograd.grad(self.loss_fn(output[i:i + 1], label[i:i + 1]), params,
+                                        retain_graph=True, allow_unused=True)
+            norms.append(float(sum((g.float() ** 2).sum() for g in grads if g is not None)) ** 0.5)
+        return np.array(norms)
+
+    def _track_gradients(self, output, label, impaths):
+        norms = self.per_sample_grad_norms(output, label)
+        true = np.array([self.true_label_of[p] for p in impaths])
+        noisy = true != label.cpu().numpy()
+        d = self._diag
+        d["grad_clean_sum"] = d.get("grad_clean_sum", 0.0) + float(norms[~noisy].sum())
+        d["grad_noisy_sum"] = d.get("grad_noisy_sum", 0.0) + float(norms[noisy].sum())
+
     def epoch_record(self):
         """This epoch's training diagnostics, on the augmented views seen while training."""
         d = self._diag
@@ -143,17 +189,25 @@ class PTNLTrainerBase(compat.TrainerX):
                 "clean_acc": pct(d["clean_correct"], d["clean"]),
                 "noisy_memorised": pct(d["noisy_given"], d["noisy"]),
                 "noisy_true": pct(d["noisy_true"], d["noisy"]),
-                "num_clean": d["clean"], "num_noisy": d["noisy"]}
+                "num_clean": d["clean"], "num_noisy": d["noisy"],
+                **({"grad_norm_clean": d["grad_clean_sum"] / d["clean"] if d["clean"] else None,
+                    "grad_norm_noisy": d["grad_noisy_sum"] / d["noisy"] if d["noisy"] else None}
+                   if "grad_clean_sum" in d else {})}
 
     def after_epoch(self):
         rec = self.epoch_record()
         fmt = lambda v: "n/a" if v is None else "{:.1f}%".format(v)  # noqa: E731
-        print("* epoch {}: loss {:.4f} lr {:.4e} train acc {} clean acc {} noisy->given {} "
-              "noisy->true {}".format(rec["epoch"], rec["loss"], rec["lr"], fmt(rec["train_acc_given"]),
-                                      fmt(rec["clean_acc"]), fmt(rec["noisy_memorised"]),
-                                      fmt(rec["noisy_true"])))
-        for key in ("loss", "train_acc_given", "clean_acc", "noisy_memorised", "noisy_true"):
-            if rec[key] is not None:  # TensorBoard, when a writer is open
+        line = ("* epoch {}: loss {:.4f} lr {:.4e} train acc {} clean acc {} noisy->given {} "
+                "noisy->true {}".format(rec["epoch"], rec["loss"], rec["lr"], fmt(rec["train_acc_given"]),
+                                        fmt(rec["clean_acc"]), fmt(rec["noisy_memorised"]),
+                                        fmt(rec["noisy_true"])))
+        if "grad_norm_clean" in rec:
+            g = lambda v: "n/a" if v is None else "{:.4e}".format(v)  # noqa: E731
+            line += " grad norm clean {} noisy {}".format(g(rec["grad_norm_clean"]), g(rec["grad_norm_noisy"]))
+        print(line)
+        for key in ("loss", "train_acc_given", "clean_acc", "noisy_memorised", "noisy_true",
+                    "grad_norm_clean", "grad_norm_noisy"):
+            if rec.get(key) is not None:  # TensorBoard, when a writer is open
                 self.write_scalar("diagnostics/" + key, rec[key], rec["epoch"])
         self.epoch_records = [r for r in self.epoch_records if r["epoch"] < rec["epoch"]] + [rec]
         write_json_atomic(osp.join(self.output_dir, DIAG_FILE), self.epoch_records)
@@ -196,12 +250,29 @@ class PTNLTrainerBase(compat.TrainerX):
             mask = y_true == c
             per_class[str(int(c))] = 100.0 * float((y_pred[mask] == c).mean())
         from sklearn.metrics import f1_score
+        if self.cfg.TRAINER.PTNL.ANALYSIS:
+            from sklearn.metrics import confusion_matrix
+            cm = confusion_matrix(y_true, y_pred, labels=list(range(self.num_classes)))
+            write_json_atomic(osp.join(self.output_dir, "confusion_matrix.json"),
+                              {"classnames": list(self.dm.dataset.classnames), "rows_true_cols_pred": cm.tolist()})
         self.last_test = {
             "accuracy": float(result),
             "macro_f1": 100.0 * float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))),
             "per_class_accuracy": per_class, "num_test": int(len(y_true)),
         }
         return result
+
+    def train(self):
+        if not self.TRAINS:  # nothing to optimise epoch by epoch: fit (if anything), then test
+            self.epoch_records = []
+            self.time_start = time.time()
+            self.fit()
+            self.after_train()
+            return
+        super().train()
+
+    def fit(self):
+        """One-shot fitting for trainers without an epoch loop (LinearProbe)."""
 
     def after_train(self):
         self.last_test = None

@@ -49,18 +49,17 @@ class _Images(Dataset):
 
 
 @torch.no_grad()
-def image_features(clip_model, paths, transform, batch_size=100, num_workers=0, desc="image features"):
-    """[N, D] L2-normalised image features of the files ``paths``."""
+def image_features(encode_image, paths, transform, device, batch_size=100, num_workers=0,
+                   desc="image features"):
+    """[N, D] L2-normalised features ``encode_image(batch)`` of the image files ``paths``."""
     from ptnl.compat import read_image
-    device = clip_model.logit_scale.device
     loader = DataLoader(_Images(list(paths), transform, read_image), batch_size=batch_size,
                         num_workers=num_workers)
     out = []
     for x in tqdm(loader, desc=desc, disable=len(loader) < 2):
-        f = clip_model.encode_image(x.to(device).type(clip_model.dtype)).float()
+        f = encode_image(x.to(device)).float()
         out.append((f / f.norm(dim=-1, keepdim=True)).cpu())
-    dim = clip_model.text_projection.shape[1]
-    return torch.cat(out) if out else torch.zeros(0, dim)
+    return torch.cat(out)
 
 
 def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
@@ -76,7 +75,8 @@ def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset
     missing = [p for p in dict.fromkeys(paths) if p not in index]
     if missing:
         w = text_classifier(clip_model, classnames, templates).cpu()
-        feats = image_features(clip_model, missing, transform, batch_size, num_workers,
+        feats = image_features(lambda x: clip_model.encode_image(x.type(clip_model.dtype)), missing,
+                               transform, clip_model.logit_scale.device, batch_size, num_workers,
                                desc="zero-shot CLIP on {} images".format(len(missing)))
         new = clip_model.logit_scale.exp().float().cpu() * feats @ w.t()
         stored = {"paths": stored["paths"] + missing, "logits": torch.cat([stored["logits"], new])}

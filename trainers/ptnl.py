@@ -1,6 +1,5 @@
-"""Registers the PTNL trainer (CoOp-style module: copy it into a fork or import it)."""
-from ptnl.compat import TRAINER_REGISTRY
-from ptnl.trainers import PTNL
+"""Registers PTNL's trainers (PTNL, FullPromptTuning, CLSTuning, ClassifierR, ClassifierC, TEncFT,
+ZeroshotCLIP, LinearProbe, ImageNetFT) in the active engine's registry."""
+from ptnl.trainers import register_trainers
 
-if "PTNL" not in TRAINER_REGISTRY.registered_names():
-    TRAINER_REGISTRY.register(PTNL)
+register_trainers()

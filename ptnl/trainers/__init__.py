@@ -1,7 +1,10 @@
 """PTNL's trainer classes (not registered on import; see ``register_trainers``)."""
-from .prompt_tuning import PTNL
+from .baselines import ImageNetFT, LinearProbe
+from .clip_heads import ClassifierC, ClassifierR, TEncFT, ZeroshotCLIP
+from .prompt_tuning import PTNL, CLSTuning, FullPromptTuning
 
-TRAINERS = [PTNL]
+TRAINERS = [PTNL, FullPromptTuning, CLSTuning, ClassifierR, ClassifierC, TEncFT, ZeroshotCLIP,
+            LinearProbe, ImageNetFT]
 
 
 def register_trainers(registry=None):

@@ -1,6 +1,5 @@
-"""PTNL: CoOp prompt tuning (learnable context, fixed class-name tokens) with any loss."""
-from ptnl import compat
-from ptnl.clip_backbone import load_clip
+"""Prompt trainers: PTNL (CoOp context), FullPromptTuning (context and class-name tokens),
+CLSTuning (class-name tokens under a fixed "a photo of a" template)."""
 from ptnl.prompts import PromptCLIP, PromptLearner
 from ptnl.trainer_base import PTNLTrainerBase
 
@@ -8,29 +7,35 @@ from ptnl.trainer_base import PTNLTrainerBase
 class PTNL(PTNLTrainerBase):
     """Trains CoOp's context vectors; everything of CLIP stays frozen."""
 
+    LEARN_CTX, LEARN_NAMES, FIXED_TEMPLATE = True, False, None
+
     def build_model(self):
-        cfg = self.cfg
-        opts = cfg.TRAINER.PTNL
-        classnames = self.dm.dataset.classnames
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, device="cpu", prec=self.precision)
-        res = clip_model.visual.input_resolution
-        if cfg.INPUT.SIZE[0] != res:
-            raise ValueError("INPUT.SIZE {} does not match the CLIP input resolution {} of {}; set "
-                             "INPUT.SIZE ({}, {})".format(tuple(cfg.INPUT.SIZE), res,
-                                                          cfg.MODEL.BACKBONE.NAME, res, res))
+        opts = self.cfg.TRAINER.PTNL
+        clip_model = self.load_clip_model()
         print("Building custom CLIP")
         print("Initializing {} context".format("class-specific" if opts.CSC else "a generic"))
-        learner = PromptLearner(classnames, clip_model, n_ctx=opts.N_CTX, ctx_init=opts.CTX_INIT,
-                                csc=opts.CSC, position=opts.CLASS_TOKEN_POSITION)
+        learner = PromptLearner(self.dm.dataset.classnames, clip_model,
+                                n_ctx=opts.N_CTX, ctx_init=self.FIXED_TEMPLATE or opts.CTX_INIT, csc=opts.CSC,
+                                position=opts.CLASS_TOKEN_POSITION, learn_ctx=self.LEARN_CTX,
+                                learn_names=self.LEARN_NAMES)
         self.model = PromptCLIP(learner, clip_model)
         print("Turning off gradients in both the image and the text encoder")
-        self.freeze_all_but(self.model, ["prompt_learner"])
+        self.freeze_all_but(self.model, ["prompt_learner.ctx"] * self.LEARN_CTX
+                            + ["prompt_learner.name_emb"] * self.LEARN_NAMES)
         self.model.to(self.device)
-        self.optim = compat.build_optimizer(self.model.prompt_learner, cfg.OPTIM)
-        self.sched = compat.build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
-        self.build_loss()
+        self.register_trainable("prompt_learner", self.model.prompt_learner)
 
     def frozen_state_keys(self, name):
         return ("token_prefix", "token_suffix")
+
+
+class FullPromptTuning(PTNL):
+    """Context vectors and the class-name token embeddings are both trained."""
+
+    LEARN_NAMES = True
+
+
+class CLSTuning(PTNL):
+    """Only the class-name token embeddings are trained, under the fixed template "a photo of a"."""
+
+    LEARN_CTX, LEARN_NAMES, FIXED_TEMPLATE = False, True, "a photo of a"
