@@ -32,6 +32,7 @@ class LinearProbe(PTNLTrainerBase):
         num_classes = self.dm.num_classes
         dim = clip_model.text_projection.shape[1]
         self.model = ImageClassifier(clip_model, LinearHead(torch.zeros(num_classes, dim), 1.0))
+        self.freeze_all_but(self.model, [])  # fitted by sklearn, not by gradients
         self.model.to(self.device).eval()
         self.build_loss()
 
