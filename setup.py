@@ -23,6 +23,7 @@ setup(
         "tqdm",
         "tabulate",
         "scikit-learn",
+        "scipy",  # StanfordCars and OxfordFlowers read MATLAB annotation files
         "openai-clip",
         "setuptools<81",  # openai-clip imports pkg_resources
     ],

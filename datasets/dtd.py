@@ -9,7 +9,6 @@ class DescribableTextures(PTNLDatasetBase):
     dataset_dir = "dtd"
     image_dir = "images"
     split_file = "split_zhou_DescribableTextures.json"
-    template = "{} texture."
 
     def build_splits(self):
         return self.read_and_split_data()

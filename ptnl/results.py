@@ -27,7 +27,8 @@ def is_done(run_dir):
 
 
 # ----------------------------------------------------------------------------- reading runs
-GROUP_KEYS = ("dataset", "trainer", "backbone", "noise_type", "noise_mode", "noise_rate", "loss", "num_shots")
+GROUP_KEYS = ("dataset", "trainer", "backbone", "noise_type", "noise_mode", "noise_rate", "loss", "num_shots",
+              "n_ctx")
 
 
 def find_runs(dirs):
@@ -50,6 +51,7 @@ def load_run(run_dir):
         r = json.load(f)
     noise = r.get("noise") or {}
     r["noise_type"], r["noise_mode"], r["noise_rate"] = noise.get("type"), noise.get("mode"), noise.get("rate")
+    r["n_ctx"] = (r.get("prompt") or {}).get("n_ctx")
     r["run_dir"] = run_dir
     return r
 
@@ -70,10 +72,32 @@ def aggregate(records):
 
 def format_table(rows, fmt="plain"):
     from tabulate import tabulate
-    headers = ["dataset", "trainer", "backbone", "noise", "rate", "loss", "shots", "accuracy (mean ± std)", "seeds"]
+    headers = ["dataset", "trainer", "backbone", "noise", "rate", "loss", "shots", "n_ctx", "accuracy (mean ± std)",
+               "seeds"]
     body = [[r["dataset"], r["trainer"], r["backbone"], "{}-{}".format(r["noise_type"], r["noise_mode"]),
-             r["noise_rate"], r["loss"], r["num_shots"], "{:.2f} ± {:.2f}".format(r["mean"], r["std"]),
+             r["noise_rate"], r["loss"], r["num_shots"], "" if r["n_ctx"] is None else r["n_ctx"],
+             "{:.2f} ± {:.2f}".format(r["mean"], r["std"]),
              "{} ({})".format(r["n"], " ".join(str(s) for s in r["seeds"]))] for r in rows]
+    return tabulate(body, headers=headers, tablefmt={"plain": "simple", "markdown": "github"}.get(fmt, fmt))
+
+
+def format_pivot(rows, fmt="plain"):
+    """One row per setting, one column per noise rate: mean ± std (seeds)."""
+    from tabulate import tabulate
+    rates = sorted({r["noise_rate"] for r in rows})
+    keys = [k for k in GROUP_KEYS if k != "noise_rate"]
+    table = {}
+    for r in rows:
+        table.setdefault(tuple(r[k] for k in keys), {})[r["noise_rate"]] = r
+    headers = ["dataset", "trainer", "backbone", "noise", "loss", "shots", "n_ctx"] + \
+        ["rate {}".format(rate) for rate in rates]
+    body = []
+    for key, cells in sorted(table.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        k = dict(zip(keys, key))
+        body.append([k["dataset"], k["trainer"], k["backbone"], "{}-{}".format(k["noise_type"], k["noise_mode"]),
+                     k["loss"], k["num_shots"], "" if k["n_ctx"] is None else k["n_ctx"]] +
+                    ["{:.2f} ± {:.2f} ({})".format(cells[rt]["mean"], cells[rt]["std"], cells[rt]["n"])
+                     if rt in cells else "" for rt in rates])
     return tabulate(body, headers=headers, tablefmt={"plain": "simple", "markdown": "github"}.get(fmt, fmt))
 
 
@@ -83,13 +107,15 @@ def main(argv=None):
                                 description="Mean ± std (population) of test accuracy over seeds for every run found.")
     p.add_argument("dirs", nargs="+")
     p.add_argument("--format", default="plain", choices=["plain", "markdown"])
+    p.add_argument("--pivot", action="store_true", help="one column per noise rate")
     a = p.parse_args(argv)
     done, incomplete = find_runs(a.dirs)
     if not done and not incomplete:
         print("No runs found under {}".format(", ".join(a.dirs)))
         return 1
     if done:
-        print(format_table(aggregate([load_run(d) for d in done]), a.format))
+        rows = aggregate([load_run(d) for d in done])
+        print(format_pivot(rows, a.format) if a.pivot else format_table(rows, a.format))
     for d in incomplete:
         print("incomplete (no results.json): {}".format(d))
     return 0

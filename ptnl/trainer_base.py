@@ -13,9 +13,9 @@ import torch
 from ptnl import compat
 from ptnl.clip_backbone import effective_precision, load_clip
 from ptnl.losses import loss_from_cfg
-from ptnl.noise import NoiseError, apply_noise, check_protocol
+from ptnl.dataset_base import add_label_noise
+from ptnl.noise import NoiseError, check_protocol
 from ptnl.results import NOISE_FILE, RESULTS_FILE, config_digest, write_json_atomic
-from ptnl.zeroshot import ConfusionScorer
 
 PRECISIONS = ("fp16", "fp32", "amp")
 DIAG_FILE = "epochs.json"
@@ -25,6 +25,7 @@ class PTNLTrainerBase(compat.TrainerX):
     """Subclasses build ``self.model`` (logits from images) and register its trainable part."""
 
     TRAINS = True  # False: no epoch loop (ZeroshotCLIP, LinearProbe)
+    PROMPT_SETTINGS = False  # True: N_CTX, CSC, CLASS_TOKEN_POSITION, CTX_INIT shape the model
 
     # Dassl's own versions fail on current torch; these work under both engines.
     resume_model_if_exist = compat.CheckpointIO.resume_model_if_exist
@@ -56,12 +57,8 @@ class PTNLTrainerBase(compat.TrainerX):
                         "DATASET.NOISE.MODE swap needs the full training split, which dataset {} does "
                         "not expose (a PTNL dataset class does). Use DATASET.NOISE.MODE flip.".format(
                             self.cfg.DATASET.NAME))
-                train, true_labels, self.noise_record = apply_noise(
-                    dataset.train_x, None, noise.RATE, noise.TYPE, noise.MODE, self.cfg.SEED,
-                    num_classes=dataset.num_classes, key=self.cfg.DATASET.NAME,
-                    make_item=lambda p, y, c: compat.Datum(impath=p, label=y, classname=c),
-                    classnames=dataset.lab2cname, score_fn=ConfusionScorer(self.cfg, dataset.classnames),
-                    num_shots=self.cfg.DATASET.NUM_SHOTS)
+                train, true_labels, self.noise_record = add_label_noise(
+                    self.cfg, dataset.train_x, None, dataset.lab2cname)
                 dataset._train_x = train
                 self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
         self.true_label_of = {d.impath: t for d, t in zip(self.dm.dataset.train_x, true_labels)}
@@ -280,6 +277,15 @@ class PTNLTrainerBase(compat.TrainerX):
         if self.last_test is not None:
             write_json_atomic(osp.join(self.output_dir, RESULTS_FILE), self.results_record())
 
+    def prompt_settings(self):
+        """The prompt shape of prompt trainers (None for the others): part of a run's identity."""
+        if not self.PROMPT_SETTINGS:
+            return None
+        o = self.cfg.TRAINER.PTNL
+        learner = self.model.prompt_learner
+        return {"n_ctx": learner.n_ctx, "csc": o.CSC, "class_token_position": o.CLASS_TOKEN_POSITION,
+                "ctx_init": o.CTX_INIT}
+
     def results_record(self):
         cfg = self.cfg
         nr = self.noise_record
@@ -293,6 +299,7 @@ class PTNLTrainerBase(compat.TrainerX):
             "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME,
             "backbone": cfg.MODEL.BACKBONE.NAME, "seed": cfg.SEED,
             "num_shots": cfg.DATASET.NUM_SHOTS, "noise": noise, "loss": cfg.TRAINER.PTNL.LOSS,
+            "prompt": self.prompt_settings(),
             "gce_q": cfg.TRAINER.PTNL.GCE_Q if cfg.TRAINER.PTNL.LOSS == "gce" else None,
             "classnames": list(self.dm.dataset.classnames),
             "epochs": self.epoch_records,

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from ptnl import cache
 from ptnl.clip_backbone import file_digest, tokenize
+from ptnl.templates import dataset_template
 
 _DIGESTS = {}
 
@@ -83,32 +84,6 @@ def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset
         cache.save(key, stored)
         index = {p: i for i, p in enumerate(stored["paths"])}
     return stored["logits"][[index[p] for p in paths]]
-
-
-# CoOp's zero-shot templates (trainers/zsclip.py CUSTOM_TEMPLATES), keyed by DATASET.NAME.
-CUSTOM_TEMPLATES = {
-    "OxfordPets": "a photo of a {}, a type of pet.",
-    "OxfordFlowers": "a photo of a {}, a type of flower.",
-    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
-    "DescribableTextures": "{} texture.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
-    "Food101": "a photo of {}, a type of food.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
-}
-DEFAULT_TEMPLATE = "a photo of a {}."
-
-
-def dataset_template(dataset_name):
-    """The zero-shot template of a dataset (CoOp's), "a photo of a {}." for unknown names."""
-    return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
 
 
 class ConfusionScorer:

@@ -194,3 +194,30 @@ def test_same_run_under_real_dassl_and_builtin(tmp_path):
     assert results["builtin"][0] == results["dassl"][0]
     assert results["builtin"][1] == results["dassl"][1]
     assert results["builtin"][2] == pytest.approx(results["dassl"][2], rel=1e-6)
+
+
+def run_script(script, args, world, out, **env):
+    full = dict(os.environ, DATA=world["data"], CLIP_WEIGHTS=world["clip"], SEEDS="1", SHOTS="4", OUT=out,
+                PYTHON=sys.executable, **env)
+    cmd = ["bash", script] + args + ["OPTIM.MAX_EPOCH", "1"] + SMALL_OPTS
+    proc = subprocess.run(cmd, cwd=REPO, env=full, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_ablation_and_ctx_length_scripts(world, tmp_path):
+    out = str(tmp_path / "out")
+    table = run_script("scripts/ptnl/ablation.sh", ["dtd", "rn50"], world, out,
+                       CONFIGS="ClassifierR CLSTuning", RATES="0.0 0.5", LOSSES="gce")
+    assert "rate 0.0" in table and "rate 0.5" in table
+    assert re.search(r"ClassifierR .* gce .*\(1\) .*\(1\)", table)
+    assert re.search(r"CLSTuning .* gce .*\(1\) .*\(1\)", table)
+    for trainer in ("ClassifierR", "CLSTuning"):
+        for rate in ("0.0", "0.5"):
+            assert osp.isfile(osp.join(out, "dtd", trainer, "rn50", "sym-swap-" + rate, "gce",
+                                       "shots4_nctx16_cscFalse_ctpend", "seed1", "results.json"))
+    table = run_script("scripts/ptnl/ctx_length.sh", ["dtd", "rn50"], world, out, NCTXS="0 2", RATES="0.0 0.5")
+    rows = [ln for ln in table.splitlines() if ln.startswith("DescribableTextures  PTNL")]
+    assert len(rows) == 2 and re.search(r"\b0 +\d", rows[0]) and re.search(r"\b2 +\d", rows[1])
+    again = run_script("scripts/ptnl/ctx_length.sh", ["dtd", "rn50"], world, out, NCTXS="0 2", RATES="0.0 0.5")
+    assert again.count("Done already") == 4

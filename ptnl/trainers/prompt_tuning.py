@@ -8,6 +8,7 @@ class PTNL(PTNLTrainerBase):
     """Trains CoOp's context vectors; everything of CLIP stays frozen."""
 
     LEARN_CTX, LEARN_NAMES, FIXED_TEMPLATE = True, False, None
+    PROMPT_SETTINGS = True
 
     def build_model(self):
         opts = self.cfg.TRAINER.PTNL

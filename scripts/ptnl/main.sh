@@ -7,14 +7,15 @@
 # DATASET: a file configs/datasets/<DATASET>.yaml; BACKBONE: configs/trainers/<TRAINER>/<BACKBONE>.yaml.
 # Environment: DATA (dataset root, default ./data), SEEDS ("1 2 3"), SHOTS ("16"), NCTX (16),
 # CSC (False), CTP (end), NOISE_TYPE (sym), NOISE_MODE (swap), OUT (output), TRAINER (PTNL),
-# CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python).
+# CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
+# SUMMARY (1; 0 skips the closing table).
 # Trailing KEY VALUE pairs go to train.py as config overrides. Finished runs (results.json
 # present) are skipped; interrupted ones resume from their last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 if [ $# -lt 4 ]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 DATASET=$1; BACKBONE=$2; RATE=$3; LOSS=$4; shift 4
@@ -63,5 +64,7 @@ for SHOT in ${SHOTS}; do
       TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "$@"
   done
 done
-echo
-"$PYTHON" -m ptnl.results "${RUN_DIRS[@]}"
+if [ "${SUMMARY:-1}" != 0 ]; then
+  echo
+  "$PYTHON" -m ptnl.results "${RUN_DIRS[@]}"
+fi

@@ -1,0 +1,26 @@
+"""Zero-shot prompt templates per dataset (CoOp's ``CUSTOM_TEMPLATES`` in trainers/zsclip.py)."""
+
+# Keyed by DATASET.NAME; ``{}`` takes the class name with underscores turned into spaces.
+CUSTOM_TEMPLATES = {
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "{} texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a photo of {}, a type of food.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+}
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def dataset_template(dataset_name):
+    """The zero-shot template of a dataset (CoOp's), "a photo of a {}." for unknown names."""
+    return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
