@@ -63,6 +63,7 @@ def image_features(encode_image, paths, transform, device, batch_size=100, num_w
     return torch.cat(out)
 
 
+@torch.no_grad()
 def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
                     num_workers=0):
     """[N, C] zero-shot logits (logit_scale x cosine) of the images ``paths``. Rows are cached

@@ -221,3 +221,24 @@ def test_ablation_and_ctx_length_scripts(world, tmp_path):
     assert len(rows) == 2 and re.search(r"\b0 +\d", rows[0]) and re.search(r"\b2 +\d", rows[1])
     again = run_script("scripts/ptnl/ctx_length.sh", ["dtd", "rn50"], world, out, NCTXS="0 2", RATES="0.0 0.5")
     assert again.count("Done already") == 4
+
+
+DATASET_NAMES = {"imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+                 "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
+                 "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
+                 "eurosat": "EuroSAT", "ucf101": "UCF101"}
+
+
+def test_main_sh_resolves_every_dataset_key(tmp_path):
+    noise = ("confusion", "flip")
+    env = dict(os.environ, DATA=str(tmp_path), SEEDS="1", OUT=str(tmp_path / "out"), PYTHON=sys.executable,
+               DRY_RUN="1", NOISE_TYPE=noise[0], NOISE_MODE=noise[1])
+    for key, name in DATASET_NAMES.items():
+        proc = subprocess.run(["bash", "scripts/ptnl/main.sh", key, "rn50", "0.5", "gce"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout
+        assert 'NAME: {}'.format(name) in out and "RATE: 0.5" in out and "LOSS: gce" in out, key
+        assert "TYPE: {}".format(noise[0]) in out and "MODE: {}".format(noise[1]) in out
+        assert "/{}/PTNL/rn50/{}-{}-0.5/gce/".format(key, *noise) in out
+    assert not (tmp_path / "out").exists()

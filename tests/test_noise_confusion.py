@@ -92,3 +92,50 @@ def test_apply_noise_calls_scorer_only_for_confusion():
     assert calls[-1] == [it.impath for it in items]
     with pytest.raises(NoiseError, match="scores"):
         apply_noise(items, None, 0.5, "confusion", "flip", 1, 3, "k", mk)
+
+
+@pytest.mark.parametrize("mode", ["flip", "swap"])
+def test_confusion_labels_match_direct_zero_shot_computation(mode, world, tmp_path, monkeypatch):
+    """Through the dataset class and the cache, every confusion label is the wrong class the
+    model itself scores highest for that image (computed here directly with the model)."""
+    import random
+
+    import torch
+    from PIL import Image
+
+    from ptnl import compat
+    from ptnl.clip_backbone import load_clip, tokenize
+    from ptnl.config import extend_cfg
+    import datasets.dtd  # noqa: F401
+
+    monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = compat.get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_file("configs/trainers/PTNL/rn50.yaml")
+    cfg.merge_from_list(["DATASET.ROOT", world["data"], "DATASET.NAME", "DescribableTextures",
+                         "DATASET.NUM_SHOTS", 4, "SEED", 1, "DATASET.NOISE.RATE", 0.5, "DATASET.NOISE.TYPE",
+                         "confusion", "DATASET.NOISE.MODE", mode, "MODEL.BACKBONE.NAME", world["clip"],
+                         "INPUT.SIZE", (32, 32), "DATALOADER.NUM_WORKERS", 0])
+    random.seed(1)
+    ds = compat.DATASET_REGISTRY.get("DescribableTextures")(cfg)
+    rec = ds.noise_record
+    assert rec["type"] == "confusion" and rec["num_noisy"] == 12
+    model = load_clip(world["clip"])
+    tfm = compat.build_transform(cfg, is_train=False)
+    with torch.no_grad():
+        text = model.encode_text(tokenize(["{} texture.".format(c) for c in ds.classnames]))
+        text = text / text.norm(dim=-1, keepdim=True)
+    checked = 0
+    for s in rec["samples"]:
+        if s["true_label"] == s["label"]:
+            continue
+        with torch.no_grad():
+            img = model.encode_image(tfm(Image.open(s["impath"]).convert("RGB"))[None])
+        scores = (img / img.norm(dim=-1, keepdim=True) @ text.t())[0]
+        scores[s["true_label"]] = -float("inf")
+        if rec["confusion_fallbacks"] == 0:
+            assert int(scores.argmax()) == s["label"], s
+        checked += 1
+    assert checked == 12
+    n_cached = sum(len(f) for _, _, f in __import__("os").walk(tmp_path / "cache" / "features"))
+    assert n_cached == 1  # one cache entry holds the zero-shot logits

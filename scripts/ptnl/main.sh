@@ -8,14 +8,14 @@
 # Environment: DATA (dataset root, default ./data), SEEDS ("1 2 3"), SHOTS ("16"), NCTX (16),
 # CSC (False), CTP (end), NOISE_TYPE (sym), NOISE_MODE (swap), OUT (output), TRAINER (PTNL),
 # CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
-# SUMMARY (1; 0 skips the closing table).
+# SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print each run's resolved config, run nothing).
 # Trailing KEY VALUE pairs go to train.py as config overrides. Finished runs (results.json
 # present) are skipped; interrupted ones resume from their last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 if [ $# -lt 4 ]; then
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 DATASET=$1; BACKBONE=$2; RATE=$3; LOSS=$4; shift 4
@@ -50,12 +50,15 @@ for SHOT in ${SHOTS}; do
   for SEED in ${SEEDS}; do
     DIR=${OUT}/${DATASET}/${TRAINER}/${BACKBONE}/${NOISE_TYPE}-${NOISE_MODE}-${RATE}/${LOSS}/shots${SHOT}_nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}
     RUN_DIRS+=("$DIR")
-    if [ -f "${DIR}/results.json" ]; then
+    DRY=()
+    if [ "${DRY_RUN:-0}" = 1 ]; then DRY=(--dry-run); echo "Config of ${DIR}:"
+    elif [ -f "${DIR}/results.json" ]; then
       echo "Done already, skipping: ${DIR}"
       continue
+    elif [ -d "${DIR}" ]; then echo "Resuming: ${DIR}"
+    else echo "Running: ${DIR}"
     fi
-    if [ -d "${DIR}" ]; then echo "Resuming: ${DIR}"; else echo "Running: ${DIR}"; fi
-    "$PYTHON" train.py \
+    "$PYTHON" train.py "${DRY[@]}" \
       --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
       --dataset-config-file "${DCFG}" --config-file "${TCFG}" --output-dir "${DIR}" \
       DATASET.NUM_SHOTS "${SHOT}" \
@@ -64,7 +67,7 @@ for SHOT in ${SHOTS}; do
       TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "$@"
   done
 done
-if [ "${SUMMARY:-1}" != 0 ]; then
+if [ "${SUMMARY:-1}" != 0 ] && [ "${DRY_RUN:-0}" != 1 ]; then
   echo
   "$PYTHON" -m ptnl.results "${RUN_DIRS[@]}"
 fi
