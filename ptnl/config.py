@@ -23,8 +23,15 @@ def extend_cfg(cfg):
     cfg.TRAINER.PTNL.SCE_BETA = 1.0  # sce: weight of reverse CE
     cfg.TRAINER.PTNL.NCE_ALPHA = 1.0  # nce_rce: weight of normalised CE
     cfg.TRAINER.PTNL.NCE_BETA = 1.0  # nce_rce: weight of reverse CE
+    cfg.TRAINER.PTNL.SAVE_TEST_LOGITS = False  # write test_logits.pt (UPL always does) for seed ensembles
     cfg.TRAINER.PTNL.ANALYSIS = False  # per-epoch gradient norms of clean vs noisy samples, confusion matrix
     cfg.TRAINER.PTNL.KEEP_CHECKPOINTS = 1  # periodic checkpoints kept (newest); 0 keeps all
+
+    cfg.TRAINER.UPL = CN()
+    cfg.TRAINER.UPL.NUM_PER_CLASS = -1  # pseudo-labelled images kept per class (<= 0: DATASET.NUM_SHOTS)
+    cfg.TRAINER.UPL.SELECTION = "topk"  # topk (most confident, UPL) | random (the paper's variant)
+    cfg.TRAINER.UPL.TEMPLATES = "dataset"  # dataset | ensemble (7 ImageNet templates + the dataset's)
+    cfg.TRAINER.UPL.BACKBONES = ()  # pseudo-labelling CLIPs, probabilities averaged; () = MODEL.BACKBONE.NAME
 
     cfg.TRAINER.LINEAR_PROBE = CN()
     cfg.TRAINER.LINEAR_PROBE.C = 1e3  # inverse L2 regularisation strength of the logistic regression

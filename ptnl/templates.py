@@ -24,3 +24,26 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 def dataset_template(dataset_name):
     """The zero-shot template of a dataset (CoOp's), "a photo of a {}." for unknown names."""
     return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+
+# The 7 ImageNet templates CLIP's prompt-engineering notebook recommends (CoOp's
+# IMAGENET_TEMPLATES_SELECT); CoOp's ZeroshotCLIP2 adds the dataset's own template.
+IMAGENET_TEMPLATES_SELECT = [
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+]
+
+
+def template_set(dataset_name, which="dataset"):
+    """``dataset``: the dataset's template; ``ensemble``: the 7 selected ImageNet templates plus
+    the dataset's own (except for ImageNet, as CoOp's ZeroshotCLIP2)."""
+    if which == "dataset":
+        return [dataset_template(dataset_name)]
+    if which == "ensemble":
+        extra = [] if dataset_name == "ImageNet" else [dataset_template(dataset_name)]
+        return IMAGENET_TEMPLATES_SELECT + extra
+    raise ValueError("Template set must be 'dataset' or 'ensemble' (TRAINER.UPL.TEMPLATES), got {!r}".format(which))

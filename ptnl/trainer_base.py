@@ -13,12 +13,13 @@ import torch
 from ptnl import compat
 from ptnl.clip_backbone import effective_precision, load_clip
 from ptnl.losses import loss_from_cfg
-from ptnl.dataset_base import add_label_noise
+from ptnl.dataset_base import add_label_noise, atomic_write
 from ptnl.noise import NoiseError, check_protocol
 from ptnl.results import NOISE_FILE, RESULTS_FILE, config_digest, write_json_atomic
 
 PRECISIONS = ("fp16", "fp32", "amp")
 DIAG_FILE = "epochs.json"
+LOGITS_FILE = "test_logits.pt"
 
 
 class PTNLTrainerBase(compat.TrainerX):
@@ -26,6 +27,7 @@ class PTNLTrainerBase(compat.TrainerX):
 
     TRAINS = True  # False: no epoch loop (ZeroshotCLIP, LinearProbe)
     PROMPT_SETTINGS = False  # True: N_CTX, CSC, CLASS_TOKEN_POSITION, CTX_INIT shape the model
+    SAVE_TEST_LOGITS = False  # True: always write test_logits.pt (else TRAINER.PTNL.SAVE_TEST_LOGITS)
 
     # Dassl's own versions fail on current torch; these work under both engines.
     resume_model_if_exist = compat.CheckpointIO.resume_model_if_exist
@@ -239,7 +241,12 @@ class PTNLTrainerBase(compat.TrainerX):
 
     @torch.no_grad()
     def test(self, split=None):
-        result = super().test(split)
+        self._captured = []
+        try:
+            result = super().test(split)
+            logits = torch.cat(self._captured) if self._captured else None
+        finally:
+            self._captured = None
         ev = self.evaluator
         y_true, y_pred = np.asarray(ev._y_true), np.asarray(ev._y_pred)
         per_class = {}
@@ -252,12 +259,24 @@ class PTNLTrainerBase(compat.TrainerX):
             cm = confusion_matrix(y_true, y_pred, labels=list(range(self.num_classes)))
             write_json_atomic(osp.join(self.output_dir, "confusion_matrix.json"),
                               {"classnames": list(self.dm.dataset.classnames), "rows_true_cols_pred": cm.tolist()})
+        if (self.SAVE_TEST_LOGITS or self.cfg.TRAINER.PTNL.SAVE_TEST_LOGITS) and len(y_true) == len(
+                self.dm.dataset.test) and split in (None, "test"):
+            path = osp.join(self.output_dir, LOGITS_FILE)
+            state = {"logits": logits.float().cpu(), "labels": torch.as_tensor(y_true),
+                     "impaths": [d.impath for d in self.dm.dataset.test]}
+            atomic_write(path, lambda f: torch.save(state, f), mode="wb")
         self.last_test = {
             "accuracy": float(result),
             "macro_f1": 100.0 * float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))),
             "per_class_accuracy": per_class, "num_test": int(len(y_true)),
         }
         return result
+
+    def model_inference(self, input):
+        output = super().model_inference(input)
+        if getattr(self, "_captured", None) is not None:
+            self._captured.append(output.detach().float().cpu())
+        return output
 
     def train(self):
         if not self.TRAINS:  # nothing to optimise epoch by epoch: fit (if anything), then test

@@ -52,10 +52,12 @@ class _Images(Dataset):
 @torch.no_grad()
 def image_features(encode_image, paths, transform, device, batch_size=100, num_workers=0,
                    desc="image features"):
-    """[N, D] L2-normalised features ``encode_image(batch)`` of the image files ``paths``."""
+    """[N, D] L2-normalised features ``encode_image(batch)`` of the image files ``paths``.
+    The loader has its own generator: extracting (or not, on a cache hit) never moves the
+    global torch RNG, so training after it is the same either way."""
     from ptnl.compat import read_image
     loader = DataLoader(_Images(list(paths), transform, read_image), batch_size=batch_size,
-                        num_workers=num_workers)
+                        num_workers=num_workers, generator=torch.Generator())
     out = []
     for x in tqdm(loader, desc=desc, disable=len(loader) < 2):
         f = encode_image(x.to(device)).float()

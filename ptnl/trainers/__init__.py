@@ -2,9 +2,10 @@
 from .baselines import ImageNetFT, LinearProbe
 from .clip_heads import ClassifierC, ClassifierR, TEncFT, ZeroshotCLIP
 from .prompt_tuning import PTNL, CLSTuning, FullPromptTuning
+from .upl import UPL
 
 TRAINERS = [PTNL, FullPromptTuning, CLSTuning, ClassifierR, ClassifierC, TEncFT, ZeroshotCLIP,
-            LinearProbe, ImageNetFT]
+            LinearProbe, ImageNetFT, UPL]
 
 
 def register_trainers(registry=None):

@@ -8,14 +8,15 @@
 # Environment: DATA (dataset root, default ./data), SEEDS ("1 2 3"), SHOTS ("16"), NCTX (16),
 # CSC (False), CTP (end), NOISE_TYPE (sym), NOISE_MODE (swap), OUT (output), TRAINER (PTNL),
 # CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
-# SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print each run's resolved config, run nothing).
+# SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print each run's resolved config, run nothing),
+# VARIANT (an extra folder level after the loss, for settings passed as trailing KEY VALUE pairs).
 # Trailing KEY VALUE pairs go to train.py as config overrides. Finished runs (results.json
 # present) are skipped; interrupted ones resume from their last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 if [ $# -lt 4 ]; then
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 DATASET=$1; BACKBONE=$2; RATE=$3; LOSS=$4; shift 4
@@ -48,7 +49,7 @@ if [ -n "${CLIP_WEIGHTS:-}" ]; then EXTRA+=(MODEL.BACKBONE.NAME "$CLIP_WEIGHTS")
 RUN_DIRS=()
 for SHOT in ${SHOTS}; do
   for SEED in ${SEEDS}; do
-    DIR=${OUT}/${DATASET}/${TRAINER}/${BACKBONE}/${NOISE_TYPE}-${NOISE_MODE}-${RATE}/${LOSS}/shots${SHOT}_nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}
+    DIR=${OUT}/${DATASET}/${TRAINER}/${BACKBONE}/${NOISE_TYPE}-${NOISE_MODE}-${RATE}/${LOSS}/${VARIANT:+${VARIANT}/}shots${SHOT}_nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}
     RUN_DIRS+=("$DIR")
     DRY=()
     if [ "${DRY_RUN:-0}" = 1 ]; then DRY=(--dry-run); echo "Config of ${DIR}:"

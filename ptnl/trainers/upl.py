@@ -1,0 +1,93 @@
+"""UPL: prompt tuning on zero-shot pseudo-labels, no labels used (Huang et al. 2022; the paper's
+Sec. 5 variant with ``random`` selection and GCE)."""
+import numpy as np
+import torch
+
+from ptnl import compat
+from ptnl.clip_backbone import load_clip
+from ptnl.pseudo import pseudo_label_report, pseudo_labels, select_per_class
+from ptnl.templates import template_set
+from ptnl.trainers.prompt_tuning import PTNL
+from ptnl.zeroshot import zeroshot_logits
+
+
+class UPL(PTNL):
+    """Pseudo-labels the whole training split with zero-shot CLIP (one or several backbones,
+    probabilities averaged; the dataset's template or an ensemble), keeps K per pseudo-class
+    (``topk`` most confident or ``random``), and prompt-tunes on them. Ground-truth labels are
+    only read afterwards, to report pseudo-label quality."""
+
+    SAVE_TEST_LOGITS = True
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.DATASET.NOISE.RATE > 0:
+            raise ValueError("UPL trains on pseudo-labels; DATASET.NOISE.RATE must be 0, got {}".format(
+                cfg.DATASET.NOISE.RATE))
+
+    def build_data_loader(self):
+        super().build_data_loader()
+        cfg, dataset = self.cfg, self.dm.dataset
+        opts = cfg.TRAINER.UPL
+        k = opts.NUM_PER_CLASS if opts.NUM_PER_CLASS > 0 else cfg.DATASET.NUM_SHOTS
+        pool = getattr(dataset, "full_train", None)
+        if pool is None:
+            if cfg.DATASET.NUM_SHOTS > 0:
+                raise ValueError("UPL needs the whole training split, but dataset {} only exposes its few-shot "
+                                 "sample; set DATASET.NUM_SHOTS -1 and TRAINER.UPL.NUM_PER_CLASS K".format(
+                                     cfg.DATASET.NAME))
+            pool = list(dataset.train_x)
+        if k <= 0:
+            raise ValueError("UPL needs K > 0 pseudo-labels per class (TRAINER.UPL.NUM_PER_CLASS or DATASET.NUM_SHOTS)")
+        probs = self.zero_shot_probs([d.impath for d in pool])
+        pseudo, conf = pseudo_labels(probs)
+        chosen = select_per_class(pseudo, conf, k, opts.SELECTION, cfg.SEED)
+        names = dataset.classnames
+        train = [compat.Datum(impath=pool[i].impath, label=int(pseudo[i]), classname=names[pseudo[i]])
+                 for i in chosen]
+        print("UPL: {} pseudo-labelled images selected ({} per class, {})".format(len(train), k, opts.SELECTION))
+        dataset._train_x = train
+        self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
+        # ground truth, for diagnostics and the record only
+        true = np.array([d.label for d in pool])
+        self.true_label_of = {pool[i].impath: int(true[i]) for i in chosen}
+        self.upl_record = pseudo_label_report(true, pseudo, chosen, len(names), k)
+        self.upl_record.update(selection=opts.SELECTION, num_per_class=k, templates=opts.TEMPLATES,
+                               backbones=self.pseudo_backbones())
+        print("UPL: pseudo-label accuracy {:.1f}% on the training split, {:.1f}% on the selection".format(
+            self.upl_record["pseudo_label_accuracy"], self.upl_record["selection_accuracy"]))
+
+    def pseudo_backbones(self):
+        return list(self.cfg.TRAINER.UPL.BACKBONES) or [self.cfg.MODEL.BACKBONE.NAME]
+
+    def zero_shot_probs(self, paths):
+        """Mean over the pseudo-labelling backbones of the zero-shot class probabilities."""
+        cfg = self.cfg
+        templates = template_set(cfg.DATASET.NAME, cfg.TRAINER.UPL.TEMPLATES)
+        classnames = self.dm.dataset.classnames
+        total = None
+        for name in self.pseudo_backbones():
+            model = load_clip(name, device=self.device, prec="fp16" if self.device.type == "cuda" else "fp32")
+            res = model.visual.input_resolution
+            tfm = compat.build_transform(cfg, is_train=False) if tuple(cfg.INPUT.SIZE) == (res, res) \
+                else _test_transform(cfg, res)
+            logits = zeroshot_logits(model, paths, classnames, templates, tfm, cfg.DATASET.NAME,
+                                     batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
+                                     num_workers=cfg.DATALOADER.NUM_WORKERS)
+            probs = torch.softmax(logits.float(), dim=1).numpy()
+            total = probs if total is None else total + probs
+            del model
+        return total / len(self.pseudo_backbones())
+
+    def results_record(self):
+        record = super().results_record()
+        record["upl"] = self.upl_record
+        return record
+
+
+def _test_transform(cfg, size):
+    """The test transform at another backbone's input size."""
+    c = cfg.clone()
+    c.defrost()
+    c.INPUT.SIZE = (size, size)
+    return compat.build_transform(c, is_train=False)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Unsupervised prompt tuning: pseudo-label the training split with zero-shot CLIP, keep K per
+# pseudo-class (SHOTS, default 16), prompt-tune on them for every seed; then per-seed and
+# seed-ensemble test accuracy, and zero-shot CLIP's for reference.
+#
+#   bash scripts/upl/main.sh DATASET BACKBONE SELECTION LOSS [KEY VALUE ...]
+#   e.g. DATA=/data bash scripts/upl/main.sh dtd rn50 random gce     (the paper's variant)
+#        DATA=/data bash scripts/upl/main.sh dtd rn50 topk ce        (UPL)
+#
+# SELECTION: topk | random. Environment as main.sh (DATA, SEEDS default "1 2 3 4", SHOTS, NCTX,
+# OUT, CLIP_WEIGHTS, PYTHON), plus TEMPLATES (dataset | ensemble) and PSEUDO_BACKBONES (CLIP names
+# or files whose probabilities are averaged, e.g. "RN50 ViT-B/32"; default: the trained one).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ $# -lt 4 ]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
+DATASET=$1; BACKBONE=$2; SELECTION=$3; LOSS=$4; shift 4
+export SEEDS=${SEEDS:-"1 2 3 4"} OUT=${OUT:-output}
+PYTHON=${PYTHON:-python}
+TEMPLATES=${TEMPLATES:-dataset}
+BACKBONES=()
+for B in ${PSEUDO_BACKBONES:-}; do BACKBONES+=("$B"); done
+BB_OPT=()
+if [ ${#BACKBONES[@]} -gt 0 ]; then
+  BB_OPT=(TRAINER.UPL.BACKBONES "[$(printf '"%s",' "${BACKBONES[@]}" | sed 's/,$//')]")
+fi
+VARIANT="${SELECTION}-${TEMPLATES}${PSEUDO_BACKBONES:+-$(echo "${PSEUDO_BACKBONES}" | tr ' /' '+-')}"
+TRAINER=UPL VARIANT=${VARIANT} SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 "${LOSS}" \
+  TRAINER.UPL.SELECTION "${SELECTION}" TRAINER.UPL.TEMPLATES "${TEMPLATES}" "${BB_OPT[@]}" "$@"
+SEEDS=1 TRAINER=ZeroshotCLIP SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 ce "$@"
+echo
+"$PYTHON" -m ptnl.ensemble "${OUT}/${DATASET}/UPL/${BACKBONE}/sym-swap-0.0/${LOSS}/${VARIANT}"
+echo
+echo "Zero-shot CLIP (reference):"
+"$PYTHON" -m ptnl.results "${OUT}/${DATASET}/ZeroshotCLIP/${BACKBONE}/sym-swap-0.0/ce"
