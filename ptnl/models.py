@@ -33,6 +33,9 @@ class ImageClassifier(nn.Module):
         self.head = head
         self.dtype = clip_model.dtype
 
+    def logits_from_features(self, features):
+        return self.head(features)
+
     def forward(self, image):
         with torch.no_grad():
             feats = self.image_encoder(image.type(self.dtype))
@@ -56,7 +59,11 @@ class TextTunedCLIP(nn.Module):
         emb = self.token_embedding(self.tokenized_prompts).type(self.dtype)
         return normalize(self.text_encoder(emb, self.tokenized_prompts))
 
+    def logits_from_features(self, features):
+        img = normalize(features).type(self.dtype)
+        return self.logit_scale.exp() * img @ self.text_features().t()
+
     def forward(self, image):
         with torch.no_grad():
-            img = normalize(self.image_encoder(image.type(self.dtype)))
-        return self.logit_scale.exp() * img @ self.text_features().t()
+            feats = self.image_encoder(image.type(self.dtype))
+        return self.logits_from_features(feats)

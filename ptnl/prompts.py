@@ -131,7 +131,10 @@ class PromptCLIP(nn.Module):
         feats = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
         return feats / feats.norm(dim=-1, keepdim=True)
 
+    def logits_from_features(self, features):
+        """Logits from image-encoder features [B, D] (e.g. cached ones)."""
+        img = features / features.norm(dim=-1, keepdim=True)
+        return self.logit_scale.exp() * img.type(self.dtype) @ self.text_features().t()
+
     def forward(self, image):
-        img = self.image_encoder(image.type(self.dtype))
-        img = img / img.norm(dim=-1, keepdim=True)
-        return self.logit_scale.exp() * img @ self.text_features().t()
+        return self.logits_from_features(self.image_encoder(image.type(self.dtype)))

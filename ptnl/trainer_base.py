@@ -15,7 +15,9 @@ from ptnl.clip_backbone import effective_precision, load_clip
 from ptnl.losses import loss_from_cfg
 from ptnl.dataset_base import add_label_noise, atomic_write
 from ptnl.noise import NoiseError, check_protocol
+from ptnl.fastdata import wrapper_for
 from ptnl.results import NOISE_FILE, RESULTS_FILE, config_digest, write_json_atomic
+from ptnl.zeroshot import cached_image_features
 
 PRECISIONS = ("fp16", "fp32", "amp")
 DIAG_FILE = "epochs.json"
@@ -48,29 +50,38 @@ class PTNLTrainerBase(compat.TrainerX):
     def build_data_loader(self):
         super().build_data_loader()
         dataset = self.dm.dataset
+        train, true_labels, self.noise_record = self.training_set(dataset)
+        self.true_label_of = {d.impath: t for d, t in zip(train, true_labels)}
+        if train is not self._loader_source or (self.TRAINS and self.cfg.TRAINER.PTNL.DECODE_CACHE_MB > 0):
+            dataset._train_x = train
+            self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
+
+    def training_set(self, dataset):
+        """(items to train on, their true labels, noise record or None). PTNL's datasets added
+        the noise themselves; a CoOp fork's dataset gets it here, from the same function."""
+        if hasattr(dataset, "noise_record"):
+            return dataset.train_x, dataset.true_labels, dataset.noise_record
         noise = self.cfg.DATASET.NOISE
-        if hasattr(dataset, "noise_record"):  # a PTNL dataset: it added the noise itself
-            self.noise_record, true_labels = dataset.noise_record, dataset.true_labels
-        else:  # a CoOp fork's dataset: the same noise function, on the few-shot set
-            self.noise_record, true_labels = None, [d.label for d in dataset.train_x]
-            if noise.RATE > 0:
-                if noise.MODE == "swap":
-                    raise NoiseError(
-                        "DATASET.NOISE.MODE swap needs the full training split, which dataset {} does "
-                        "not expose (a PTNL dataset class does). Use DATASET.NOISE.MODE flip.".format(
-                            self.cfg.DATASET.NAME))
-                train, true_labels, self.noise_record = add_label_noise(
-                    self.cfg, dataset.train_x, None, dataset.lab2cname)
-                dataset._train_x = train
-                self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
-        self.true_label_of = {d.impath: t for d, t in zip(self.dm.dataset.train_x, true_labels)}
+        if noise.RATE == 0:
+            return dataset.train_x, [d.label for d in dataset.train_x], None
+        if noise.MODE == "swap":
+            raise NoiseError("DATASET.NOISE.MODE swap needs the full training split, which dataset {} does "
+                             "not expose (a PTNL dataset class does). Use DATASET.NOISE.MODE flip.".format(
+                                 self.cfg.DATASET.NAME))
+        return add_label_noise(self.cfg, dataset.train_x, None, dataset.lab2cname)
+
+    @property
+    def _loader_source(self):
+        return self.dm.train_loader_x.dataset.data_source
 
     def _rebuild_train_loader(self, data_source):
+        """The train loader over ``data_source``, as Dassl builds it, with decoded images kept in
+        memory when TRAINER.PTNL.DECODE_CACHE_MB allows."""
         x = self.cfg.DATALOADER.TRAIN_X
         return compat.build_data_loader(
             self.cfg, sampler_type=x.SAMPLER, data_source=data_source, batch_size=x.BATCH_SIZE,
-            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=compat.build_transform(self.cfg, is_train=True),
-            is_train=True)
+            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=self.dm.train_loader_x.dataset.transform,
+            is_train=True, dataset_wrapper=wrapper_for(self.cfg.TRAINER.PTNL.DECODE_CACHE_MB))
 
     # ------------------------------------------------------------------ model helpers
     @property
@@ -86,6 +97,7 @@ class PTNLTrainerBase(compat.TrainerX):
         name = self.cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP (backbone: {name})")
         clip_model = load_clip(name, device="cpu", prec=self.precision)
+        self.clip_weights_path = clip_model.weights_path
         res = clip_model.visual.input_resolution
         if tuple(self.cfg.INPUT.SIZE) != (res, res):
             raise ValueError("INPUT.SIZE {} does not match the CLIP input resolution {} of {}; set "
@@ -239,11 +251,49 @@ class PTNLTrainerBase(compat.TrainerX):
             for _, f in found[:-keep]:
                 os.remove(osp.join(folder, f))
 
+    def split_items(self, split):
+        """(split name, items) as Dassl's ``test`` picks them: val if asked and present, else test."""
+        if split == "val" and self.dm.dataset.val:
+            return "val", self.dm.dataset.val
+        return "test", self.dm.dataset.test
+
+    def cached_features(self, split, items):
+        """Image-encoder features of ``items`` under the test transform, from the feature cache."""
+        encode = lambda x: self.model.image_encoder(x.type(self.model.dtype))  # noqa: E731
+        return cached_image_features(
+            encode, self.clip_weights_path, self.cfg.DATASET.NAME, split, [d.impath for d in items],
+            self.dm.test_loader.dataset.transform, self.device, self.cfg.DATALOADER.TEST.BATCH_SIZE,
+            self.cfg.DATALOADER.NUM_WORKERS, use_cache=self.cfg.TRAINER.PTNL.CACHE_FEATURES)
+
+    def test_from_features(self, split=None):
+        """Dassl's ``test`` for models over a frozen CLIP image encoder: the images of the split
+        are encoded once (cached across runs) and each evaluation is a matrix product with the
+        current class weights. Same result lines and return value."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split, items = self.split_items(split if split is not None else self.cfg.TEST.SPLIT)
+        print(f"Evaluate on the *{split}* set")
+        feats = self.cached_features(split, items).to(self.device)
+        labels = torch.tensor([d.label for d in items], device=self.device)
+        step = self.cfg.DATALOADER.TEST.BATCH_SIZE
+        for i in range(0, len(items), step):
+            output = self.model.logits_from_features(feats[i:i + step])
+            if self._captured is not None:
+                self._captured.append(output.detach().float().cpu())
+            self.evaluator.process(output, labels[i:i + step])
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        return list(results.values())[0]
+
     @torch.no_grad()
     def test(self, split=None):
         self._captured = []
         try:
-            result = super().test(split)
+            if self.cfg.TRAINER.PTNL.CACHE_FEATURES and hasattr(self.model, "logits_from_features"):
+                result = self.test_from_features(split)
+            else:
+                result = super().test(split)
             logits = torch.cat(self._captured) if self._captured else None
         finally:
             self._captured = None

@@ -65,6 +65,24 @@ def image_features(encode_image, paths, transform, device, batch_size=100, num_w
     return torch.cat(out)
 
 
+def cached_image_features(encode_image, weights_path, dataset, split, paths, transform, device,
+                          batch_size=100, num_workers=0, use_cache=True):
+    """``image_features`` of a deterministic view (test transform) of ``paths``, computed once per
+    (weights digest, dataset, split, transform, image list) and then read from the cache."""
+    if not use_cache:
+        return image_features(encode_image, paths, transform, device, batch_size, num_workers,
+                              desc="features of the {} split".format(split))
+    digest = cache.cache_key(paths=list(paths))
+    key = cache.cache_key(kind="image_features", weights=weights_digest(weights_path), dataset=dataset,
+                          split=split, transform=repr(transform), images=digest)
+    stored = cache.load(key)
+    if stored is None:
+        stored = image_features(encode_image, paths, transform, device, batch_size, num_workers,
+                                desc="features of the {} split".format(split))
+        cache.save(key, stored)
+    return stored
+
+
 @torch.no_grad()
 def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
                     num_workers=0):

@@ -9,7 +9,11 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+import tempfile
+
 os.environ.setdefault("PTNL_OFFLINE", "1")  # nothing downloads in tests
+# caches of this test session (and of the scripts it runs) stay out of the user's cache folder
+os.environ["PTNL_CACHE_DIR"] = tempfile.mkdtemp(prefix="ptnl-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ptnl import compat
 from ptnl.models import ImageClassifier, LinearHead
 from ptnl.trainer_base import PTNLTrainerBase
-from ptnl.zeroshot import image_features
 
 SEARCH_GRID = [10.0 ** k for k in range(-2, 5)]
 
@@ -36,20 +34,14 @@ class LinearProbe(PTNLTrainerBase):
         self.model.to(self.device).eval()
         self.build_loss()
 
-    def features(self, items, desc):
-        encode = lambda x: self.model.image_encoder(x.type(self.model.dtype))  # noqa: E731
-        return image_features(encode, [d.impath for d in items], compat.build_transform(self.cfg, is_train=False),
-                              self.device, batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                              num_workers=self.cfg.DATALOADER.NUM_WORKERS, desc=desc).numpy()
-
     def fit(self):
         opts = self.cfg.TRAINER.LINEAR_PROBE
         train = self.dm.dataset.train_x
-        x = self.features(train, "features of the training set")
+        x = self.cached_features("train", train).numpy()
         y = np.array([d.label for d in train])
         c = opts.C
         if opts.SEARCH_C and self.dm.dataset.val:
-            xv = self.features(self.dm.dataset.val, "features of the val set")
+            xv = self.cached_features("val", self.dm.dataset.val).numpy()
             yv = np.array([d.label for d in self.dm.dataset.val])
             scores = {cc: (fit_logistic_regression(x, y, cc, opts.MAX_ITER).predict(xv) == yv).mean()
                       for cc in SEARCH_GRID}

@@ -53,6 +53,7 @@ class TEncFT(PTNLTrainerBase):
         template, prompts = class_prompts(self.cfg, self.dm.dataset.classnames)
         print("Fine-tuning the text encoder on prompts {!r}".format(template))
         self.model = TextTunedCLIP(clip_model, prompts)
+        self.model.text_encoder.truncate = self.cfg.TRAINER.PTNL.TRUNCATE_TEXT
         self.freeze_all_but(self.model, ["text_encoder."])
         self.model.to(self.device)
         self.register_trainable("text_encoder", self.model.text_encoder)

@@ -20,6 +20,7 @@ class PTNL(PTNLTrainerBase):
                                 position=opts.CLASS_TOKEN_POSITION, learn_ctx=self.LEARN_CTX,
                                 learn_names=self.LEARN_NAMES)
         self.model = PromptCLIP(learner, clip_model)
+        self.model.text_encoder.truncate = self.cfg.TRAINER.PTNL.TRUNCATE_TEXT
         print("Turning off gradients in both the image and the text encoder")
         self.freeze_all_but(self.model, ["prompt_learner.ctx"] * self.LEARN_CTX
                             + ["prompt_learner.name_emb"] * self.LEARN_NAMES)

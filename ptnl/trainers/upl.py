@@ -25,9 +25,9 @@ class UPL(PTNL):
             raise ValueError("UPL trains on pseudo-labels; DATASET.NOISE.RATE must be 0, got {}".format(
                 cfg.DATASET.NOISE.RATE))
 
-    def build_data_loader(self):
-        super().build_data_loader()
-        cfg, dataset = self.cfg, self.dm.dataset
+    def training_set(self, dataset):
+        """K pseudo-labelled images per pseudo-class from the whole training split."""
+        cfg = self.cfg
         opts = cfg.TRAINER.UPL
         k = opts.NUM_PER_CLASS if opts.NUM_PER_CLASS > 0 else cfg.DATASET.NUM_SHOTS
         pool = getattr(dataset, "full_train", None)
@@ -46,16 +46,14 @@ class UPL(PTNL):
         train = [compat.Datum(impath=pool[i].impath, label=int(pseudo[i]), classname=names[pseudo[i]])
                  for i in chosen]
         print("UPL: {} pseudo-labelled images selected ({} per class, {})".format(len(train), k, opts.SELECTION))
-        dataset._train_x = train
-        self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
         # ground truth, for diagnostics and the record only
         true = np.array([d.label for d in pool])
-        self.true_label_of = {pool[i].impath: int(true[i]) for i in chosen}
         self.upl_record = pseudo_label_report(true, pseudo, chosen, len(names), k)
         self.upl_record.update(selection=opts.SELECTION, num_per_class=k, templates=opts.TEMPLATES,
                                backbones=self.pseudo_backbones())
         print("UPL: pseudo-label accuracy {:.1f}% on the training split, {:.1f}% on the selection".format(
             self.upl_record["pseudo_label_accuracy"], self.upl_record["selection_accuracy"]))
+        return train, [int(true[i]) for i in chosen], None
 
     def pseudo_backbones(self):
         return list(self.cfg.TRAINER.UPL.BACKBONES) or [self.cfg.MODEL.BACKBONE.NAME]

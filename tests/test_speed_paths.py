@@ -1,0 +1,78 @@
+"""The speed paths change nothing: cached evaluation equals the image-by-image one, decoded-image
+reuse gives the same batches, and an interrupted cache write is never read back."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ptnl import cache
+from ptnl.fastdata import DecodedImageWrapper
+from test_trainers import build
+
+
+@pytest.mark.parametrize("name", ["PTNL", "ClassifierC", "TEncFT", "ZeroshotCLIP", "CLSTuning"])
+def test_cached_evaluation_equals_uncached(name, world, tmp_path, monkeypatch):
+    monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
+    results = {}
+    for i, flag in enumerate(("False", "True", "True")):  # off, first cached run (miss), second (hit)
+        t = build(name, world, tmp_path / str(i), opts=("TRAINER.PTNL.CACHE_FEATURES", flag,
+                                                         "TRAINER.PTNL.SAVE_TEST_LOGITS", "True"))
+        acc = t.test()
+        saved = torch.load(osp.join(t.output_dir, "test_logits.pt"), weights_only=True)
+        results.setdefault(flag, []).append((acc, saved["logits"]))
+    (acc_off, logits_off), = results["False"]
+    for acc_on, logits_on in results["True"]:
+        assert acc_on == acc_off
+        torch.testing.assert_close(logits_on, logits_off, rtol=1e-4, atol=1e-4)
+    assert cache.size_report(str(tmp_path / "cache" / "features"))[0] == 1
+
+
+def test_decoded_image_wrapper_gives_identical_batches(world, tmp_path):
+    t = build("PTNL", world, tmp_path, opts=("TRAINER.PTNL.DECODE_CACHE_MB", 64))
+    loader = t.train_loader_x
+    assert isinstance(loader.dataset, DecodedImageWrapper) and len(loader.dataset.decoded) == 24
+    plain = build("PTNL", world, tmp_path, opts=("TRAINER.PTNL.DECODE_CACHE_MB", 0)).train_loader_x
+    assert not isinstance(plain.dataset, DecodedImageWrapper)
+    torch.manual_seed(5)
+    a = [b["img"] for b in loader]
+    torch.manual_seed(5)
+    b = [b["img"] for b in plain]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    tiny = type("W", (DecodedImageWrapper,), {"budget_mb": 0.001})
+    assert tiny(t.cfg, t.dm.dataset.train_x, transform=None, is_train=True).decoded == {}
+
+
+def test_interrupted_cache_write_is_never_read(tmp_path):
+    root = str(tmp_path / "c")
+    key = cache.cache_key(kind="test")
+    script = (
+        "import os, torch, sys\n"
+        "sys.path.insert(0, {repo!r})\n"
+        "from ptnl import cache\n"
+        "real = torch.save\n"
+        "def dying_save(obj, f):\n"
+        "    f.write(b'PK partial bytes')\n"
+        "    f.flush()\n"
+        "    os._exit(9)\n"
+        "torch.save = dying_save\n"
+        "cache.save({key!r}, {{'x': torch.ones(3)}}, root={root!r})\n"
+    ).format(repo=osp.dirname(osp.dirname(osp.abspath(__file__))), key=key, root=root)
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == 9
+    leftovers = [f for _, _, fs in os.walk(root) for f in fs]
+    assert leftovers and all(f.startswith(".tmp-") for f in leftovers)
+    assert cache.load(key, root=root) is None
+    assert cache.size_report(root) == (0, 0)
+    cache.save(key, {"x": torch.ones(3)}, root=root)
+    assert torch.equal(cache.load(key, root=root)["x"], torch.ones(3))
+
+
+def test_cache_key_changes_with_any_part():
+    base = dict(kind="image_features", weights="a", dataset="D", split="test", transform="T", images="i")
+    keys = {cache.cache_key(**base)}
+    for part in base:
+        keys.add(cache.cache_key(**dict(base, **{part: base[part] + "x"})))
+    assert len(keys) == len(base) + 1
