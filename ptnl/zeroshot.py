@@ -1,5 +1,6 @@
 """Zero-shot CLIP: class text features from templates, and image logits over a list of images,
 cached on disk per (weights digest, dataset, template, transform) and per image."""
+import os
 import os.path as osp
 
 import torch
@@ -14,12 +15,18 @@ _DIGESTS = {}
 
 
 def weights_digest(path):
-    """sha256 of a weights file, memoised on (path, size, mtime)."""
-    st = osp.getsize(path), osp.getmtime(path)
-    key = (osp.abspath(path), st)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = file_digest(path)
-    return _DIGESTS[key]
+    """sha256 of a weights file, memoised (in memory and in the cache folder) on its path, size
+    and modification time, so a run does not re-read hundreds of MB to name its cache entries."""
+    st = os.stat(path)
+    memo = (osp.abspath(path), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        key = cache.cache_key(kind="file_digest", path=memo[0], size=memo[1], mtime_ns=memo[2])
+        stored = cache.load(key)
+        if stored is None:
+            stored = {"sha256": file_digest(path)}
+            cache.save(key, stored)
+        _DIGESTS[memo] = stored["sha256"]
+    return _DIGESTS[memo]
 
 
 @torch.no_grad()

@@ -1,0 +1,61 @@
+"""(a) Text encoder forward + backward (prompt tuning, 16 context tokens) for 47 and 1000 classes,
+truncated to the last end-of-text token vs the full 77 positions, with peak memory.
+
+    python -m benchmarks.text_encoder [--archs RN50 ViT-B/32] [--classes 47 1000] [--repeat 3]
+
+Each configuration runs in its own process, so peak memory (max RSS) is its own; the printed
+memory is the peak minus the process's memory before the forward pass.
+"""
+import argparse
+import json
+import sys
+
+from benchmarks.common import ARCHS, class_names, peak_rss_mb, random_clip, run_child, timed
+
+
+def child(arch, n_classes, truncate, repeat):
+    import torch
+    from ptnl.prompts import PromptCLIP, PromptLearner
+    torch.set_num_threads(torch.get_num_threads())
+    model = random_clip(arch)
+    learner = PromptLearner(class_names(n_classes), model, n_ctx=16)
+    clip = PromptCLIP(learner, model)
+    clip.text_encoder.truncate = truncate
+    base = peak_rss_mb()
+
+    def step():
+        learner.zero_grad()
+        clip.text_features().sum().backward()
+    seconds = timed(step, repeat)
+    eot = int(learner.tokenized_prompts.argmax(-1).max()) + 1
+    return {"seconds": seconds, "peak_mb": peak_rss_mb() - base, "positions": eot if truncate else 77}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", nargs="+", default=list(ARCHS))
+    p.add_argument("--classes", nargs="+", type=int, default=[47, 1000])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--child", action="store_true")
+    p.add_argument("rest", nargs="*")
+    a = p.parse_args(argv)
+    if a.child:
+        arch, n, trunc, rep = a.rest
+        print(json.dumps(child(arch, int(n), trunc == "1", int(rep))))
+        return
+    print("text encoder forward + backward (16 context tokens), CPU, {} repeats (median)".format(a.repeat))
+    print("{:<9} {:>7} {:>22} {:>22} {:>9} {:>9}".format("arch", "classes", "full 77: s / peak MB",
+                                                         "truncated: s / peak MB", "speed-up", "mem ratio"))
+    for arch in a.archs:
+        for n in a.classes:
+            full = run_child("text_encoder", [arch, n, 0, a.repeat])
+            trunc = run_child("text_encoder", [arch, n, 1, a.repeat])
+            print("{:<9} {:>7} {:>13.3f} / {:>6.0f} {:>13.3f} / {:>6.0f} {:>8.1f}x {:>8.1f}x   ({} positions)".format(
+                arch, n, full["seconds"], full["peak_mb"], trunc["seconds"], trunc["peak_mb"],
+                full["seconds"] / trunc["seconds"], full["peak_mb"] / max(trunc["peak_mb"], 1e-9),
+                trunc["positions"]))
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
