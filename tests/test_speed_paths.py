@@ -16,6 +16,7 @@ from test_trainers import build
 @pytest.mark.parametrize("name", ["PTNL", "ClassifierC", "TEncFT", "ZeroshotCLIP", "CLSTuning"])
 def test_cached_evaluation_equals_uncached(name, world, tmp_path, monkeypatch):
     monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("ptnl.zeroshot._DIGESTS", {})
     results = {}
     for i, flag in enumerate(("False", "True", "True")):  # off, first cached run (miss), second (hit)
         t = build(name, world, tmp_path / str(i), opts=("TRAINER.PTNL.CACHE_FEATURES", flag,
