@@ -109,9 +109,9 @@ def bad_run(world, tmp_path, extra=(), env=None, root=None, trainer=None, clip=N
     proc = run_py(args, env=env, check=False)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert not osp.exists(osp.join(out, "results.json"))
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert lines[0].startswith("Error: ") and len(lines) <= 3, proc.stderr
-    return lines[0]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return errors[0]
 
 
 def test_error_missing_dataset_folder(world, tmp_path):
