@@ -28,8 +28,8 @@ setup(
         "setuptools<81",  # openai-clip imports pkg_resources
     ],
     extras_require={
-        "test": ["pytest"],
-        "plot": ["matplotlib"],
+        "test": ["pytest", "matplotlib"],  # matplotlib: the tests of ``python -m ptnl.results --plot``
+        "plot": ["matplotlib"],  # python -m ptnl.results --plot, scripts/ptnl/sweep.sh
         "tensorboard": ["tensorboard"],
     },
 )

@@ -24,4 +24,10 @@ for LOSS in ce gce; do
   done
 done
 echo
-"$PYTHON" -m ptnl.results "$OUT/dtd"
+if "$PYTHON" -c "import matplotlib" 2>/dev/null; then
+  "$PYTHON" -m ptnl.results "$OUT/dtd" --plot "$OUT/dtd_demo.png"
+  echo "Plot: $OUT/dtd_demo.png (test accuracy against noise rate, one line per trainer × loss, band ± std over seeds)"
+else
+  "$PYTHON" -m ptnl.results "$OUT/dtd"
+  echo "No plot: matplotlib is not installed (pip install matplotlib)"
+fi

@@ -14,6 +14,7 @@
 # present) are skipped; interrupted ones resume from their last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/ptnl/lib.sh
 
 if [ $# -lt 4 ]; then
   sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
@@ -49,7 +50,7 @@ if [ -n "${CLIP_WEIGHTS:-}" ]; then EXTRA+=(MODEL.BACKBONE.NAME "$CLIP_WEIGHTS")
 RUN_DIRS=()
 for SHOT in ${SHOTS}; do
   for SEED in ${SEEDS}; do
-    DIR=${OUT}/${DATASET}/${TRAINER}/${BACKBONE}/${NOISE_TYPE}-${NOISE_MODE}-${RATE}/${LOSS}/${VARIANT:+${VARIANT}/}shots${SHOT}_nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}
+    DIR=$(ptnl_run_dir "${TRAINER}" "${LOSS}" "${RATE}" "${SHOT}" "${SEED}")
     RUN_DIRS+=("$DIR")
     DRY=()
     if [ "${DRY_RUN:-0}" = 1 ]; then DRY=(--dry-run); echo "Config of ${DIR}:"
