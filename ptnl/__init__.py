@@ -1,0 +1,6 @@
+"""PTNL: noise-robust prompt tuning for CLIP, as a plugin to the Dassl/CoOp toolbox.
+
+Importing ``ptnl`` registers nothing; ``ptnl.compat`` picks the engine (real Dassl or the
+built-in ``ptnl.engine``), ``ptnl.trainers.register_trainers()`` registers the trainers.
+"""
+__version__ = "0.1.0"
