@@ -78,3 +78,16 @@ def test_cache_key_changes_with_any_part():
     for part in base:
         keys.add(cache.cache_key(**dict(base, **{part: base[part] + "x"})))
     assert len(keys) == len(base) + 1
+
+
+def test_lean_quick_gelu_matches_clip_quick_gelu():
+    from clip.model import QuickGELU
+    from ptnl.clip_backbone import _QuickGELU
+    x = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    assert torch.equal(_QuickGELU.apply(x), QuickGELU()(y))
+    g = torch.randn(5, 7, dtype=torch.float64)
+    _QuickGELU.apply(x).backward(g)
+    QuickGELU()(y).backward(g)
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(_QuickGELU.apply, (torch.randn(3, 4, dtype=torch.float64, requires_grad=True),))
