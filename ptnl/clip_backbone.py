@@ -19,8 +19,17 @@ with warnings.catch_warnings():
 PRETRAINED = dict(_clip_module._MODELS)
 
 
+def _pocket_weights():
+    from ptnl.pocket import weights_file
+    return weights_file()
+
+
+# Weights this project builds itself, by name: a function returning the file (built on first use).
+LOCAL_MODELS = {"pocket": _pocket_weights}
+
+
 def available_models():
-    return list(PRETRAINED.keys())
+    return list(PRETRAINED.keys()) + list(LOCAL_MODELS)
 
 
 def clip_cache_dir():
@@ -42,11 +51,13 @@ def _offline():
 
 
 def resolve_weights(name_or_path):
-    """Path of the weights file for a CLIP name (downloaded into the cache when absent) or for a
-    file path. Raises ``BackboneError`` for an unknown name and ``WeightsNotFoundError`` when the
+    """Path of the weights file for a CLIP name (downloaded into the cache when absent), for a
+    local name (``LOCAL_MODELS``: built on first use) or for a file path. Raises ``BackboneError`` for an unknown name and ``WeightsNotFoundError`` when the
     file is missing and cannot be fetched."""
     if osp.isfile(osp.expanduser(name_or_path)):
         return osp.abspath(osp.expanduser(name_or_path))
+    if name_or_path in LOCAL_MODELS:
+        return LOCAL_MODELS[name_or_path]()
     if name_or_path not in PRETRAINED:
         if os.sep in name_or_path or name_or_path.endswith((".pt", ".pth", ".bin")):
             raise BackboneError('CLIP weights file "{}" does not exist (MODEL.BACKBONE.NAME)'.format(name_or_path))

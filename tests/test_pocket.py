@@ -1,0 +1,195 @@
+"""Tests that need a CLIP that sees: the pocket world (``ptnl.pocket``), a small CLIP this project
+pretrains itself on drawn textures and their captions, and a 12-class DTD-layout dataset of held-out
+texture photos whose class names it learned. Random weights make every accuracy chance, so they
+cannot tell a wrong end-of-text index, a wrong template or a broken trainer from a right one; these
+tests can.
+
+The world is built once per test session into a temporary cache (a few minutes on 2 CPU cores).
+``PTNL_TEST_POCKET_CACHE=<folder>`` builds it there instead, or reuses the world found there.
+"""
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_py
+
+POCKET_OPTS = ["INPUT.SIZE", "(64, 64)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "200"]
+
+
+@pytest.fixture(scope="session")
+def pocket(tmp_path_factory):
+    from ptnl.pocket import build
+    cache = os.environ.get("PTNL_TEST_POCKET_CACHE") or str(tmp_path_factory.mktemp("pocket-cache"))
+    world = build(cache)
+    world["cache"] = cache
+    return world
+
+
+@pytest.fixture(scope="session")
+def pocket_model(pocket):
+    from ptnl.clip_backbone import load_clip
+    return load_clip(pocket["weights"])
+
+
+@pytest.fixture(scope="session")
+def test_set(pocket, pocket_model):
+    """Image features, labels and class names of the pocket dataset's test split."""
+    from ptnl.pocket import image_features, read_split
+    paths, labels, names = read_split(pocket["root"], "test")
+    return image_features(pocket_model, paths), torch.tensor(labels), names
+
+
+def accuracy(image_feats, labels, text_feats):
+    text_feats = text_feats / text_feats.norm(dim=-1, keepdim=True)
+    return float(((image_feats @ text_feats.t()).argmax(1) == labels).float().mean())
+
+
+def text_features(model, texts, eot_from=None):
+    """Text features through the prompt learners' text encoder, reading each prompt's feature at
+    the end-of-text token of ``eot_from`` (default: of ``texts`` themselves)."""
+    from ptnl.clip_backbone import TextEncoder, tokenize
+    tokens = tokenize(texts)
+    with torch.no_grad():
+        return TextEncoder(model)(model.token_embedding(tokens), tokenize(eot_from or texts))
+
+
+# ----------------------------------------------------------------------------- the world itself
+def test_world_is_built_once_and_loads_by_name(pocket, monkeypatch):
+    from ptnl.clip_backbone import available_models, load_clip
+    from ptnl.pocket import build
+    assert osp.getsize(pocket["weights"]) <= 25e6
+    assert osp.isfile(osp.join(pocket["root"], "dtd", "split_zhou_DescribableTextures.json"))
+    assert "pocket" in available_models()
+    monkeypatch.setenv("PTNL_CACHE_DIR", pocket["cache"])
+    assert build()["weights"] == pocket["weights"]  # found, not rebuilt
+    model = load_clip("pocket")
+    assert model.weights_path == pocket["weights"]
+    assert model.visual.input_resolution == pocket["resolution"]
+    assert not [n for n in os.listdir(osp.dirname(pocket["folder"])) if n.startswith(".build-")]
+
+
+def test_zero_shot_accuracy_is_well_above_chance(pocket, pocket_model, test_set):
+    from ptnl.pocket import TEMPLATE
+    from ptnl.zeroshot import text_classifier
+    feats, labels, names = test_set
+    acc = accuracy(feats, labels, text_classifier(pocket_model, names, [TEMPLATE]))
+    chance = 1.0 / len(names)
+    assert acc >= 3 * chance, (acc, chance)
+    assert abs(100 * acc - pocket["zero_shot_accuracy"]) < 1e-6  # what the manifest says
+    # the prompt learners' truncated text encoder reads the same features
+    assert accuracy(feats, labels, text_features(pocket_model, [TEMPLATE.format(n) for n in names])) == acc
+
+
+# ----------------------------------------------------------------------------- bugs random weights hide
+def test_wrong_end_of_text_index_is_near_chance(pocket_model, test_set):
+    """CoOp's initial prompt "X X ... X <name>." (16 context tokens), its features read where the
+    bare "<name>." prompt ends (tokenized prompts built without the context): the index lands in
+    the context, before the name. Right: far above chance; wrong: chance. Under random weights
+    both are chance and the bug is invisible."""
+    feats, labels, names = test_set
+    texts = [" ".join(["X"] * 16) + " " + n + "." for n in names]
+    chance = 1.0 / len(names)
+    assert accuracy(feats, labels, text_features(pocket_model, texts)) >= 3 * chance
+    wrong = accuracy(feats, labels, text_features(pocket_model, texts, eot_from=[n + "." for n in names]))
+    assert wrong <= 1.5 * chance, (wrong, chance)
+
+
+def test_wrong_class_order_in_the_prompts_is_near_chance(pocket, pocket_model, test_set):
+    """Prompts built from the class names in another order than the labels (e.g. sorted one way
+    for the labels and another for the prompts)."""
+    import random
+    from ptnl.pocket import TEMPLATE
+    from ptnl.zeroshot import text_classifier
+    feats, labels, names = test_set
+    chance = 1.0 / len(names)
+    assert accuracy(feats, labels, text_classifier(pocket_model, names, [TEMPLATE])) >= 3 * chance
+    shifted = names[1:] + names[:1]
+    assert accuracy(feats, labels, text_classifier(pocket_model, shifted, [TEMPLATE])) <= 1.5 * chance
+    shuffled = list(names)
+    random.Random(0).shuffle(shuffled)
+    assert accuracy(feats, labels, text_classifier(pocket_model, shuffled, [TEMPLATE])) <= 1.5 * chance
+
+
+# ----------------------------------------------------------------------------- trainers on a model that sees
+def _train(pocket, out, trainer="PTNL", seed=1, shots=16, rate=0.0, loss="ce", epochs=10, extra=()):
+    args = ["train.py", "--root", pocket["root"], "--trainer", trainer, "--seed", str(seed),
+            "--dataset-config-file", "configs/datasets/dtd.yaml",
+            "--config-file", "configs/trainers/{}/rn50.yaml".format(trainer), "--output-dir", out,
+            "DATASET.NUM_SHOTS", str(shots), "DATASET.NOISE.RATE", str(rate), "TRAINER.PTNL.LOSS", loss,
+            "MODEL.BACKBONE.NAME", pocket["weights"], "OPTIM.MAX_EPOCH", str(epochs)] + POCKET_OPTS + list(extra)
+    run_py(args, env={"PTNL_CACHE_DIR": pocket["cache"]})
+    with open(osp.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def test_zeroshot_trainer_matches_and_prompt_tuning_beats_zero_shot(pocket, tmp_path):
+    zs = _train(pocket, str(tmp_path / "zs"), trainer="ZeroshotCLIP")
+    assert abs(zs["accuracy"] - pocket["zero_shot_accuracy"]) < 0.01  # same images, transform, template
+    ptnl = _train(pocket, str(tmp_path / "ptnl"), epochs=20)
+    assert ptnl["accuracy"] > zs["accuracy"] + 2.0, (ptnl["accuracy"], zs["accuracy"])
+
+
+def test_confusion_noise_follows_what_the_model_confuses(pocket, pocket_model, tmp_path):
+    from ptnl.noise import top_wrong_class
+    from ptnl.pocket import TEMPLATE, image_features
+    from ptnl.zeroshot import text_classifier
+    out = str(tmp_path / "conf")
+    shots, rate = 8, 0.5
+    res = _train(pocket, out, shots=shots, rate=rate, epochs=1, extra=["DATASET.NOISE.TYPE", "confusion"])
+    with open(osp.join(out, "noise.json")) as f:
+        noise = json.load(f)
+    classes = len(pocket["classes"])
+    assert noise["type"] == "confusion" and noise["mode"] == "swap"
+    assert noise["num_noisy"] == res["noise"]["num_noisy"] == classes * round(rate * shots)
+    noisy = [s for s in noise["samples"] if s["true_label"] != s["label"]]
+    assert len(noisy) == noise["num_noisy"]
+    # an independent zero-shot pass: most noisy labels are the image's most-confused class
+    text = text_classifier(pocket_model, pocket["classes"], [TEMPLATE])
+    scores = (image_features(pocket_model, [s["impath"] for s in noisy]) @ text.t()).numpy()
+    top = top_wrong_class(scores, [s["true_label"] for s in noisy])
+    agree = np.mean(top == np.array([s["label"] for s in noisy]))
+    assert agree >= 0.5 and agree >= 1 - noise["confusion_fallbacks"] / len(noisy) - 1e-9, agree
+
+
+def test_upl_pseudo_labels_are_better_than_chance_and_selection_helps(pocket, tmp_path):
+    from ptnl.trainers import TRAINERS
+    if "UPL" not in [t.__name__ for t in TRAINERS]:
+        pytest.skip("no UPL trainer")
+    res = _train(pocket, str(tmp_path / "upl"), trainer="UPL", shots=8, epochs=1)
+    upl = res["upl"]
+    chance = 100.0 / len(pocket["classes"])
+    assert upl["pseudo_label_accuracy"] >= 3 * chance, upl
+    assert upl["selection_accuracy"] >= upl["pseudo_label_accuracy"], upl  # the confident picks are cleaner
+
+
+# ----------------------------------------------------------------------------- the cache, without pretraining
+def test_build_is_atomic_and_reused(tmp_path, monkeypatch):
+    """An interrupted build leaves no world behind (the next build starts afresh and cleans up);
+    a finished one is found, not rebuilt. (``_build_into`` stubbed: no pretraining here.)"""
+    import ptnl.pocket as pocket
+    calls = []
+
+    def fake(folder, log):
+        calls.append(folder)
+        os.makedirs(osp.join(folder, pocket.DATA))
+        with open(osp.join(folder, pocket.WEIGHTS), "wb") as f:
+            f.write(b"weights")
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # killed half-way
+        with open(osp.join(folder, pocket.MANIFEST), "w") as f:
+            json.dump({"resolution": 64}, f)
+
+    monkeypatch.setattr(pocket, "_build_into", fake)
+    with pytest.raises(KeyboardInterrupt):
+        pocket.build(str(tmp_path))
+    parent = osp.dirname(pocket.world_dir(str(tmp_path)))
+    assert not osp.exists(pocket.world_dir(str(tmp_path)))
+    os.makedirs(osp.join(parent, ".build-stale"))  # as a killed builder would leave it
+    world = pocket.build(str(tmp_path))
+    assert world["folder"] == pocket.world_dir(str(tmp_path)) and osp.isfile(world["weights"])
+    assert [n for n in os.listdir(parent) if n.startswith(".build-")] == []
+    assert pocket.build(str(tmp_path))["folder"] == world["folder"] and len(calls) == 2
