@@ -6,6 +6,7 @@ kept in memory; cold cache at the start) vs all off. Real architecture, random w
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,11 @@ def main(argv=None):
     make_dtd(os.path.join(work, "data"), num_classes=a.classes, per_class=a.per_class, size=256)
     weights = os.path.join(work, "clip.pt")
     torch.save(random_clip(a.arch).half().state_dict(), weights)
-    off = sweep(work, weights, OFF, "off", a)
-    on = sweep(work, weights, [], "on", a)
+    try:
+        off = sweep(work, weights, OFF, "off", a)
+        on = sweep(work, weights, [], "on", a)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print("sweep: 2 seeds x 2 losses x 3 rates = 12 runs of PTNL, {} classes, {} shots, {} epochs, {} "
           "(random weights), CPU".format(a.classes, a.shots, a.epochs, a.arch))
     print("  everything off: {:7.1f} s".format(off))

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 from ptnl.clip_backbone import TextEncoder, tokenize
+from ptnl.prompts import TextClassifier
 
 
 def normalize(x):
@@ -33,6 +34,9 @@ class ImageClassifier(nn.Module):
         self.head = head
         self.dtype = clip_model.dtype
 
+    def classifier(self):
+        return self.head
+
     def logits_from_features(self, features):
         return self.head(features)
 
@@ -42,7 +46,7 @@ class ImageClassifier(nn.Module):
         return self.head(feats)
 
 
-class TextTunedCLIP(nn.Module):
+class TextTunedCLIP(TextClassifier, nn.Module):
     """CLIP whose text encoder (transformer, positional embedding, final norm, projection) is
     trained on fixed class prompts; token embeddings and image encoder stay frozen."""
 
@@ -58,12 +62,3 @@ class TextTunedCLIP(nn.Module):
     def text_features(self):
         emb = self.token_embedding(self.tokenized_prompts).type(self.dtype)
         return normalize(self.text_encoder(emb, self.tokenized_prompts))
-
-    def logits_from_features(self, features):
-        img = normalize(features).type(self.dtype)
-        return self.logit_scale.exp() * img @ self.text_features().t()
-
-    def forward(self, image):
-        with torch.no_grad():
-            feats = self.image_encoder(image.type(self.dtype))
-        return self.logits_from_features(feats)

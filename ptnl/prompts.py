@@ -116,7 +116,26 @@ class PromptLearner(nn.Module):
         return assemble_prompts(self.token_prefix, ctx, self.suffix(), self.name_lens, self.position)
 
 
-class PromptCLIP(nn.Module):
+class TextClassifier:
+    """CLIP's classification head for models that define ``text_features()`` (normalised [C, D]):
+    logits are ``logit_scale`` times the cosine of image and text features."""
+
+    def classifier(self):
+        """features [B, D] -> logits, with the text features computed once: evaluating many
+        batches of cached features costs one text-encoder pass, not one per batch."""
+        text = self.text_features().t()
+        scale = self.logit_scale.exp()
+        return lambda features: scale * (features / features.norm(dim=-1, keepdim=True)).type(self.dtype) @ text
+
+    def logits_from_features(self, features):
+        """Logits from image-encoder features [B, D] (e.g. cached ones)."""
+        return self.classifier()(features)
+
+    def forward(self, image):
+        return self.logits_from_features(self.image_encoder(image.type(self.dtype)))
+
+
+class PromptCLIP(TextClassifier, nn.Module):
     """Frozen CLIP image and text encoders around a prompt learner; logits are scaled cosines."""
 
     def __init__(self, prompt_learner, clip_model):
@@ -130,11 +149,3 @@ class PromptCLIP(nn.Module):
     def text_features(self):
         feats = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
         return feats / feats.norm(dim=-1, keepdim=True)
-
-    def logits_from_features(self, features):
-        """Logits from image-encoder features [B, D] (e.g. cached ones)."""
-        img = features / features.norm(dim=-1, keepdim=True)
-        return self.logit_scale.exp() * img.type(self.dtype) @ self.text_features().t()
-
-    def forward(self, image):
-        return self.logits_from_features(self.image_encoder(image.type(self.dtype)))

@@ -276,8 +276,9 @@ class PTNLTrainerBase(compat.TrainerX):
         feats = self.cached_features(split, items).to(self.device)
         labels = torch.tensor([d.label for d in items], device=self.device)
         step = self.cfg.DATALOADER.TEST.BATCH_SIZE
+        classify = self.model.classifier()
         for i in range(0, len(items), step):
-            output = self.model.logits_from_features(feats[i:i + step])
+            output = classify(feats[i:i + step])
             if self._captured is not None:
                 self._captured.append(output.detach().float().cpu())
             self.evaluator.process(output, labels[i:i + step])
@@ -290,7 +291,7 @@ class PTNLTrainerBase(compat.TrainerX):
     def test(self, split=None):
         self._captured = []
         try:
-            if self.cfg.TRAINER.PTNL.CACHE_FEATURES and hasattr(self.model, "logits_from_features"):
+            if self.cfg.TRAINER.PTNL.CACHE_FEATURES and hasattr(self.model, "classifier"):
                 result = self.test_from_features(split)
             else:
                 result = super().test(split)

@@ -1,7 +1,11 @@
+import atexit
 import os
 import os.path as osp
+import pickle
+import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -14,6 +18,7 @@ import tempfile
 os.environ.setdefault("PTNL_OFFLINE", "1")  # nothing downloads in tests
 # caches of this test session (and of the scripts it runs) stay out of the user's cache folder
 os.environ["PTNL_CACHE_DIR"] = tempfile.mkdtemp(prefix="ptnl-test-cache-")
+atexit.register(shutil.rmtree, os.environ["PTNL_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +61,28 @@ def train_args(data, clip, out, seed=1, shots=4, rate=0.5, loss="gce", epochs=3,
             "--config-file", "configs/trainers/PTNL/rn50.yaml", "--output-dir", out,
             "DATASET.NUM_SHOTS", str(shots), "DATASET.NOISE.RATE", str(rate), "TRAINER.PTNL.LOSS", loss,
             "MODEL.BACKBONE.NAME", clip, "OPTIM.MAX_EPOCH", str(epochs)] + SMALL_OPTS + list(extra)
+
+
+def coop_pickle(data, monkeypatch):
+    """Pickle ``data`` (dict of Datum lists) the way CoOp's files are: objects of the Dassl class."""
+    from ptnl import compat
+    if compat.ENGINE == "dassl":
+        return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    mod = types.ModuleType("dassl.data.datasets.base_dataset")
+
+    class Datum:
+        pass
+    Datum.__module__ = mod.__name__
+    Datum.__qualname__ = "Datum"
+    mod.Datum = Datum
+    for m in ("dassl", "dassl.data", "dassl.data.datasets"):
+        monkeypatch.setitem(sys.modules, m, types.ModuleType(m))
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+
+    def convert(d):
+        x = Datum()
+        x.__dict__.update(d.__dict__)
+        return x
+    payload = pickle.dumps({k: [convert(d) for d in v] for k, v in data.items()})
+    monkeypatch.undo()
+    return payload

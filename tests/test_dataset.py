@@ -2,13 +2,11 @@
 import json
 import os
 import os.path as osp
-import pickle
 import random
-import sys
-import types
 
 import pytest
 
+from conftest import coop_pickle
 from ptnl import compat
 from ptnl.config import extend_cfg
 from ptnl.dataset_base import DatasetError
@@ -76,26 +74,7 @@ def test_reads_coop_pickle_cache(fresh_data, monkeypatch):
     """CoOp's split_fewshot pickles hold dassl Datum objects; they load under either engine."""
     ds = build(fresh_data, seed=5)
     picks = list(reversed(ds.train_x))  # something the sampler would not produce
-    if compat.ENGINE == "dassl":
-        payload = pickle.dumps({"train": picks, "val": ds.val})
-    else:  # make the pickle name the Dassl class, as CoOp's files do
-        mod = types.ModuleType("dassl.data.datasets.base_dataset")
-
-        class Datum:
-            pass
-        Datum.__module__ = mod.__name__
-        Datum.__qualname__ = "Datum"
-        mod.Datum = Datum
-        for name in ("dassl", "dassl.data", "dassl.data.datasets"):
-            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-        monkeypatch.setitem(sys.modules, mod.__name__, mod)
-
-        def convert(d):
-            x = Datum()
-            x.__dict__.update(d.__dict__)
-            return x
-        payload = pickle.dumps({"train": [convert(d) for d in picks], "val": [convert(d) for d in ds.val]})
-        monkeypatch.undo()
+    payload = coop_pickle({"train": picks, "val": ds.val}, monkeypatch)
     cache = osp.join(fresh_data, "dtd", "split_fewshot", "shot_4-seed_6.pkl")
     with open(cache, "wb") as f:
         f.write(payload)

@@ -7,14 +7,13 @@ import os
 import os.path as osp
 import pickle
 import random
-import sys
-import types
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy.io import savemat
 
+from conftest import coop_pickle
 from ptnl import compat
 from ptnl.config import extend_cfg
 from ptnl.dataset_base import DatasetError
@@ -425,30 +424,6 @@ def test_aircraft_reads_official_lists_every_time(tmp_path):
         build(tmp_path, "FGVCAircraft")
 
 
-def _coop_pickle(data, monkeypatch):
-    """Pickle ``data`` (dict of Datum lists) the way CoOp's files are: objects of the Dassl class."""
-    if compat.ENGINE == "dassl":
-        return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
-    mod = types.ModuleType("dassl.data.datasets.base_dataset")
-
-    class Datum:
-        pass
-    Datum.__module__ = mod.__name__
-    Datum.__qualname__ = "Datum"
-    mod.Datum = Datum
-    for m in ("dassl", "dassl.data", "dassl.data.datasets"):
-        monkeypatch.setitem(sys.modules, m, types.ModuleType(m))
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
-
-    def convert(d):
-        x = Datum()
-        x.__dict__.update(d.__dict__)
-        return x
-    payload = pickle.dumps({k: [convert(d) for d in v] for k, v in data.items()})
-    monkeypatch.undo()
-    return payload
-
-
 def test_imagenet_preprocessed_cache(tmp_path, capsys):
     make_imagenet(str(tmp_path))
     d = ddir(tmp_path, "ImageNet")
@@ -479,7 +454,7 @@ def test_imagenet_reads_coop_preprocessed_pickle(tmp_path, monkeypatch):
             os.remove(osp.join(d, f))
     picked = {"train": ds.full_train[::2], "test": ds.test[:3]}  # not what a walk would give
     with open(osp.join(d, "preprocessed.pkl"), "wb") as f:
-        f.write(_coop_pickle(picked, monkeypatch))
+        f.write(coop_pickle(picked, monkeypatch))
     loaded = build(tmp_path, "ImageNet")
     assert [x.impath for x in loaded.full_train] == [x.impath for x in picked["train"]]
     assert [x.impath for x in loaded.test] == [x.impath for x in loaded.val] == [x.impath for x in picked["test"]]

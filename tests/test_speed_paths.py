@@ -20,8 +20,16 @@ def test_cached_evaluation_equals_uncached(name, world, tmp_path, monkeypatch):
     results = {}
     for i, flag in enumerate(("False", "True", "True")):  # off, first cached run (miss), second (hit)
         t = build(name, world, tmp_path / str(i), opts=("TRAINER.PTNL.CACHE_FEATURES", flag,
-                                                         "TRAINER.PTNL.SAVE_TEST_LOGITS", "True"))
+                                                         "TRAINER.PTNL.SAVE_TEST_LOGITS", "True",
+                                                         "DATALOADER.TEST.BATCH_SIZE", 16))
+        assert len(t.dm.dataset.test) > 16  # several batches
+        calls = []
+        encoder = getattr(t.model, "text_encoder", None)
+        if encoder is not None:
+            encoder.register_forward_hook(lambda *args: calls.append(1))
         acc = t.test()
+        if encoder is not None and flag == "True":
+            assert len(calls) == 1  # text features computed once per evaluation, not once per batch
         saved = torch.load(osp.join(t.output_dir, "test_logits.pt"), weights_only=True)
         results.setdefault(flag, []).append((acc, saved["logits"]))
     (acc_off, logits_off), = results["False"]
