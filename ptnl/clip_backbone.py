@@ -52,8 +52,8 @@ def _offline():
 
 def resolve_weights(name_or_path):
     """Path of the weights file for a CLIP name (downloaded into the cache when absent), for a
-    local name (``LOCAL_MODELS``: built on first use) or for a file path. Raises ``BackboneError`` for an unknown name and ``WeightsNotFoundError`` when the
-    file is missing and cannot be fetched."""
+    local name (``LOCAL_MODELS``: built on first use) or for a file path. Raises ``BackboneError``
+    for an unknown name and ``WeightsNotFoundError`` when the file is missing and cannot be fetched."""
     if osp.isfile(osp.expanduser(name_or_path)):
         return osp.abspath(osp.expanduser(name_or_path))
     if name_or_path in LOCAL_MODELS:
@@ -128,6 +128,11 @@ def load_clip(name_or_path, device="cpu", prec="fp32"):
 def effective_precision(prec, device):
     """fp16 and amp need CUDA; elsewhere the run is fp32."""
     return prec if torch.device(device).type == "cuda" else "fp32"
+
+
+def normalize(x):
+    """``x`` scaled to unit L2 norm along the last dimension (CLIP's cosine features)."""
+    return x / x.norm(dim=-1, keepdim=True)
 
 
 class _QuickGELU(torch.autograd.Function):

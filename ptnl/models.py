@@ -3,12 +3,8 @@ with a trainable text encoder on fixed class prompts. (Prompt learners are in ``
 import torch
 import torch.nn as nn
 
-from ptnl.clip_backbone import TextEncoder, tokenize
+from ptnl.clip_backbone import TextEncoder, normalize, tokenize
 from ptnl.prompts import TextClassifier
-
-
-def normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
 
 
 class LinearHead(nn.Module):

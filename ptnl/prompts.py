@@ -4,7 +4,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from ptnl.clip_backbone import TextEncoder, tokenize
+from ptnl.clip_backbone import TextEncoder, normalize, tokenize
 
 POSITIONS = ("end", "middle", "front")
 
@@ -125,7 +125,7 @@ class TextClassifier:
         batches of cached features costs one text-encoder pass, not one per batch."""
         text = self.text_features().t()
         scale = self.logit_scale.exp()
-        return lambda features: scale * (features / features.norm(dim=-1, keepdim=True)).type(self.dtype) @ text
+        return lambda features: scale * normalize(features).type(self.dtype) @ text
 
     def logits_from_features(self, features):
         """Logits from image-encoder features [B, D] (e.g. cached ones)."""
@@ -147,5 +147,4 @@ class PromptCLIP(TextClassifier, nn.Module):
         self.dtype = clip_model.dtype
 
     def text_features(self):
-        feats = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
-        return feats / feats.norm(dim=-1, keepdim=True)
+        return normalize(self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts))

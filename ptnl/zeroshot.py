@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ptnl import cache
-from ptnl.clip_backbone import file_digest, tokenize
+from ptnl.clip_backbone import file_digest, normalize, tokenize
 from ptnl.templates import dataset_template
 
 _DIGESTS = {}
@@ -40,9 +40,9 @@ def text_classifier(clip_model, classnames, templates):
     for template in templates:
         texts = [template.format(name.replace("_", " ")) for name in classnames]
         f = clip_model.encode_text(tokenize(texts).to(device)).float()
-        feats.append(f / f.norm(dim=-1, keepdim=True))
+        feats.append(normalize(f))
     w = torch.stack(feats).mean(0)
-    return w / w.norm(dim=-1, keepdim=True)
+    return normalize(w)
 
 
 class _Images(Dataset):
@@ -68,7 +68,7 @@ def image_features(encode_image, paths, transform, device, batch_size=100, num_w
     out = []
     for x in tqdm(loader, desc=desc, disable=len(loader) < 2):
         f = encode_image(x.to(device)).float()
-        out.append((f / f.norm(dim=-1, keepdim=True)).cpu())
+        out.append(normalize(f).cpu())
     return torch.cat(out)
 
 

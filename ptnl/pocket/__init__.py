@@ -172,17 +172,10 @@ def read_split(root, split="test"):
 
 
 def image_features(model, paths, batch_size=200):
-    """L2-normalised image features [N, D] under the test transform."""
-    import torch
-    from PIL import Image
-    tfm = test_transform(model.visual.input_resolution)
-    out = []
-    with torch.no_grad():
-        for k in range(0, len(paths), batch_size):
-            x = torch.stack([tfm(Image.open(p).convert("RGB")) for p in paths[k:k + batch_size]])
-            f = model.encode_image(x.type(model.dtype)).float()
-            out.append(f / f.norm(dim=-1, keepdim=True))
-    return torch.cat(out)
+    """L2-normalised image features [N, D] of ``paths`` under the test transform."""
+    from ptnl.zeroshot import image_features as encoded
+    return encoded(lambda x: model.encode_image(x.type(model.dtype)), paths,
+                   test_transform(model.visual.input_resolution), model.logit_scale.device, batch_size)
 
 
 def zero_shot_accuracy(model, root, template=TEMPLATE, split="test", classnames=None):

@@ -6,7 +6,7 @@
 #
 # Zero-shot CLIP, a linear probe, a linear classifier on frozen features (ClassifierR, CE) and
 # prompt tuning (PTNL, CE and GCE), at symmetric swap noise rates 0, 0.25, 0.5 and 0.75, two seeds,
-# then the table (and a plot, when ptnl.results can draw one). About 10 minutes on 2 CPU cores.
+# then the table (and a plot, when matplotlib is installed). About 10 minutes on 2 CPU cores.
 #
 #   bash scripts/ptnl/demo.sh
 #
@@ -38,7 +38,7 @@ for SPEC in ZeroshotCLIP:ce LinearProbe:ce ClassifierR:ce PTNL:ce PTNL:gce; do
   done
 done
 echo
-if "$PYTHON" -m ptnl.results --help 2>/dev/null | grep -q -- "--plot" && "$PYTHON" -c "import matplotlib" 2>/dev/null; then
+if "$PYTHON" -c "import matplotlib" 2>/dev/null; then
   "$PYTHON" -m ptnl.results --pivot --plot "$OUT/demo.png" "$OUT/dtd"
 else
   "$PYTHON" -m ptnl.results --pivot "$OUT/dtd"
