@@ -12,6 +12,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["ptnl", "ptnl.*"]),
+    # the pocket world's pretrained CLIP (fp16 state dict) and its record: one world on every machine
+    package_data={"ptnl.pocket": ["pocket.pt", "pocket.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -1,15 +1,22 @@
-"""The pocket world: a small CLIP that this project pretrains itself, on procedurally drawn
-textures and their captions, and a downstream few-shot dataset in CoOp's DTD layout whose class
-names are words that model has learned. For demos and tests where OpenAI's weights and the
-benchmark datasets cannot be downloaded, and where random weights would make every accuracy
-meaningless.
+"""The pocket world: a small CLIP pretrained by this project on procedurally drawn textures and
+their captions, shipped with the package, and a downstream few-shot dataset in CoOp's DTD layout,
+generated on first use, whose class names that model has learned. For demos and tests where
+OpenAI's weights and the benchmark datasets cannot be downloaded, and where random weights would
+make every accuracy meaningless.
 
-    python -m ptnl.pocket          # build (or find) it; print the weights file, --root and zero-shot accuracy
+    python -m ptnl.pocket             # generate the dataset (or find it); print weights, --root, zero-shot accuracy
+    python -m ptnl.pocket --rebuild   # run the pretraining recipe again and compare with the shipped weights
 
-Built on first use into ``<ptnl user cache>/pocket/<tag>/`` (``PTNL_CACHE_DIR`` honoured):
-``pocket.pt`` (a CLIP state dict, loadable by ``ptnl.clip_backbone.load_clip`` and by the name
-``pocket``), ``data/dtd/...`` (pass ``data`` as ``--root``) and ``pocket.json`` (what was built,
-how, and its zero-shot accuracy). The tag changes whenever the generator or the recipe does.
+One world everywhere: pretraining runs 1000 optimiser steps whose float arithmetic depends on the
+CPU's vector units (oneDNN/MKL pick kernels by ISA), so two machines that pretrain get two
+different models. The weights are therefore built once and shipped (``pocket.pt``, fp16, with
+their sha256 in ``pocket.json``); ``--rebuild`` keeps the recipe honest by comparing the rebuilt
+model's zero-shot accuracy with the shipped one's. The images are generated in float64 numpy,
+whose results do not depend on the SIMD level, and their sha256 is checked against the record.
+
+The dataset goes to ``<ptnl user cache>/pocket/<tag>/`` (``PTNL_CACHE_DIR`` honoured):
+``data/dtd/...`` (pass ``data`` as ``--root``) and ``pocket.json`` (the shipped record plus what
+was measured here). The tag changes with the generator or the weights.
 """
 import contextlib
 import hashlib
@@ -23,28 +30,46 @@ import time
 
 from ptnl.dataset_base import user_cache_dir
 
-VERSION = 1
+VERSION = 2
 SEED = 0
 MANIFEST = "pocket.json"
 WEIGHTS = "pocket.pt"
 DATA = "data"
 PER_CLASS = 100  # downstream images per class: CoOp's 50/20/30 split -> 50 train, 20 val, 30 test
 TEMPLATE = "{} texture."  # CoOp's DescribableTextures template
+PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
+SHIPPED_WEIGHTS = osp.join(PACKAGE_DIR, WEIGHTS)
+SHIPPED_RECORD = osp.join(PACKAGE_DIR, MANIFEST)
+# |rebuilt - shipped| zero-shot accuracy (points) above which ``--rebuild`` says the recipe drifted.
+# Rebuilds differ by float paths alone: the previous recipe gave 43.6% on one x86 CPU and 50.0% on
+# another (AVX-512), 6.4 points apart.
+REBUILD_TOLERANCE = 8.0
+
+
+class PocketWorldError(RuntimeError):
+    """The generated dataset or the shipped weights are not the recorded ones."""
 
 
 def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def shipped():
+    """The record of the shipped world (``pocket.json`` beside this file): recipe, sha256 of the
+    weights and of the image set, zero-shot accuracy measured when it was built."""
+    with open(SHIPPED_RECORD) as f:
+        return json.load(f)
+
+
 def tag():
-    """``v<VERSION>-<digest>``: the digest of the generator's and the recipe's source, so that a
-    changed world is never mistaken for a cached one."""
+    """``v<VERSION>-<digest>``: the digest of the dataset generator's source, of the shipped
+    weights' sha256 and of the dataset's settings, so that a changed world is never mistaken for
+    a cached one."""
     h = hashlib.sha256()
-    here = osp.dirname(osp.abspath(__file__))
-    for name in ("world.py", "pretrain.py"):
-        with open(osp.join(here, name), "rb") as f:
-            h.update(f.read())
-    h.update(json.dumps({"seed": SEED, "per_class": PER_CLASS, "template": TEMPLATE}).encode())
+    with open(osp.join(PACKAGE_DIR, "world.py"), "rb") as f:
+        h.update(f.read())
+    h.update(json.dumps({"seed": SEED, "per_class": PER_CLASS, "template": TEMPLATE,
+                         "weights": shipped()["weights_sha256"]}).encode())
     return "v{}-{}".format(VERSION, h.hexdigest()[:10])
 
 
@@ -59,8 +84,24 @@ def read_manifest(folder):
         return None
     with open(path) as f:
         manifest = json.load(f)
-    manifest.update(weights=osp.join(folder, WEIGHTS), root=osp.join(folder, DATA), folder=folder)
+    manifest.update(weights=SHIPPED_WEIGHTS, root=osp.join(folder, DATA), folder=folder, built_now=False)
     return manifest
+
+
+def images_digest(root):
+    """sha256 of the generated dataset under ``root``: the images (relative paths, sorted, and
+    bytes) and the split file; not what runs add later (few-shot caches)."""
+    h = hashlib.sha256()
+    ddir = osp.join(root, "dtd")
+    files = [osp.join(ddir, "split_zhou_DescribableTextures.json")]
+    for dirpath, dirnames, filenames in os.walk(osp.join(ddir, "images")):
+        dirnames.sort()
+        files += [osp.join(dirpath, name) for name in sorted(filenames)]
+    for path in files:
+        h.update(osp.relpath(path, root).replace(os.sep, "/").encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -81,11 +122,13 @@ def _lock(path):
 
 def build(cache_root=None, log=_log):
     """The pocket world's manifest (a dict with ``weights``, ``root``, ``resolution``,
-    ``zero_shot_accuracy``, ``chance``, ...), building it first when it is not in the cache.
+    ``zero_shot_accuracy``, ``chance``, ``built_now``, ...), generating the dataset first when it
+    is not in the cache.
 
-    The world is built in a temporary folder next to its final place and renamed into place at the
-    very end, so an interrupted build leaves nothing that is later mistaken for a world. Builders
-    in other processes wait on a lock and then find the world built."""
+    The dataset is generated in a temporary folder next to its final place, checked against the
+    recorded sha256 and renamed into place at the very end, so an interrupted or wrong build
+    leaves nothing that is later mistaken for a world. Builders in other processes wait on a lock
+    and then find the world built."""
     folder = world_dir(cache_root)
     manifest = read_manifest(folder)
     if manifest is not None:
@@ -100,7 +143,7 @@ def build(cache_root=None, log=_log):
             for name in os.listdir(parent):
                 if name.startswith(".build-"):
                     shutil.rmtree(osp.join(parent, name), ignore_errors=True)
-        log("Building the pocket world into {} (once; a few minutes on a laptop CPU)".format(folder))
+        log("Generating the pocket dataset into {} (once)".format(folder))
         tmp = tempfile.mkdtemp(dir=parent, prefix=".build-")
         try:
             _build_into(tmp, log)
@@ -112,40 +155,117 @@ def build(cache_root=None, log=_log):
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return read_manifest(folder)
-
-
-def _build_into(folder, log):
-    from ptnl.pocket import pretrain, world
-    from ptnl.clip_backbone import file_digest, load_clip
-    start = time.time()
-    ddir = world.make_dtd(osp.join(folder, DATA), per_class=PER_CLASS, size=pretrain.RESOLUTION, seed=SEED)
-    log("Downstream dataset: {} classes x {} images in {} ({:.0f}s)".format(
-        len(world.DOWNSTREAM_CLASSES), PER_CLASS, ddir, time.time() - start))
-    dataset_s = time.time() - start
-    model, losses = pretrain.pretrain(seed=SEED, log=log)
-    weights = pretrain.save_weights(model, osp.join(folder, WEIGHTS))
-    pretrain_s = time.time() - start - dataset_s
-    acc = zero_shot_accuracy(load_clip(weights), osp.join(folder, DATA))
-    classes = sorted(world.DOWNSTREAM_CLASSES)
-    manifest = {
-        "version": VERSION, "tag": tag(), "seed": SEED,
-        "resolution": pretrain.RESOLUTION, "architecture": {k: v for k, v in pretrain.ARCH.items()},
-        "pretraining": dict(pretrain.DEFAULTS, final_loss=float(sum(losses[-20:]) / len(losses[-20:]))),
-        "classes": classes, "template": TEMPLATE, "per_class": PER_CLASS,
-        "zero_shot_accuracy": 100.0 * acc, "chance": 100.0 / len(classes),
-        "weights_sha256": file_digest(weights), "weights_bytes": osp.getsize(weights),
-        "build_seconds": time.time() - start, "dataset_seconds": dataset_s, "pretrain_seconds": pretrain_s,
-    }
-    with open(osp.join(folder, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2)
-    log("Pocket world built in {:.0f}s: zero-shot test accuracy {:.1f}% (chance {:.1f}%)".format(
-        manifest["build_seconds"], manifest["zero_shot_accuracy"], manifest["chance"]))
+    manifest = read_manifest(folder)
+    manifest["built_now"] = True
     return manifest
 
 
+def check_weights(path=SHIPPED_WEIGHTS, record=None):
+    """Raise ``PocketWorldError`` unless ``path`` is the recorded weights file."""
+    from ptnl.clip_backbone import file_digest
+    record = record or shipped()
+    if not osp.isfile(path):
+        raise PocketWorldError('The pocket weights "{}" are missing: reinstall ptnl, or rebuild them with '
+                               "python -m ptnl.pocket --rebuild --ship".format(path))
+    digest = file_digest(path)
+    if digest != record["weights_sha256"]:
+        raise PocketWorldError('The pocket weights "{}" have sha256 {}, the record ({}) says {}: reinstall '
+                               "ptnl".format(path, digest, SHIPPED_RECORD, record["weights_sha256"]))
+
+
+def generate_dataset(root, log=_log):
+    """Write the downstream dataset under ``root`` and return its ``images_digest``."""
+    from ptnl.pocket import pretrain, world
+    start = time.time()
+    ddir = world.make_dtd(root, per_class=PER_CLASS, size=pretrain.RESOLUTION, seed=SEED)
+    digest = images_digest(root)
+    log("Downstream dataset: {} classes x {} images in {} ({:.0f}s)".format(
+        len(world.DOWNSTREAM_CLASSES), PER_CLASS, ddir, time.time() - start))
+    return digest
+
+
+def _versions():
+    import numpy
+    import PIL
+    import torch
+    return {"torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _build_into(folder, log):
+    from ptnl.clip_backbone import load_clip
+    record = shipped()
+    check_weights(record=record)
+    start = time.time()
+    digest = generate_dataset(osp.join(folder, DATA), log)
+    if digest != record["images_sha256"]:
+        raise PocketWorldError(
+            "The pocket dataset generated on this machine has sha256 {}, the record ({}) says {}. The "
+            "generator draws with numpy's PCG64 and writes JPEGs with Pillow; a numpy or Pillow release that "
+            "changed a random stream or the JPEG encoder gives other images ({}; the record was made with {}). "
+            "Install those versions, or rebuild the world with python -m ptnl.pocket --rebuild --ship.".format(
+                digest, SHIPPED_RECORD, record["images_sha256"], _versions(), record.get("built_with")))
+    acc = zero_shot_accuracy(load_clip(SHIPPED_WEIGHTS), osp.join(folder, DATA))
+    manifest = dict(record, tag=tag(), zero_shot_accuracy=100.0 * acc,
+                    shipped_zero_shot_accuracy=record["zero_shot_accuracy"], here=_versions(),
+                    build_seconds=time.time() - start)
+    with open(osp.join(folder, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2)
+    log("Pocket world ready in {:.0f}s: zero-shot test accuracy {:.2f}% (chance {:.1f}%; {:.2f}% when "
+        "shipped)".format(manifest["build_seconds"], manifest["zero_shot_accuracy"], manifest["chance"],
+                          record["zero_shot_accuracy"]))
+    return manifest
+
+
+def rebuild(out, steps=None, ship=False, log=_log):
+    """Run the pretraining recipe from scratch into ``out`` (``pocket.pt``, ``data/``,
+    ``pocket.json``) and return its record, with the shipped world's zero-shot accuracy beside
+    it. ``ship``: make it the shipped world (maintainers; the package files are replaced)."""
+    from ptnl.pocket import pretrain
+    os.makedirs(out, exist_ok=True)
+    digest = generate_dataset(osp.join(out, DATA), log)
+    start = time.time()
+    model, losses = pretrain.pretrain(seed=SEED, steps=steps, log=log)
+    weights = pretrain.save_weights(model, osp.join(out, WEIGHTS))
+    recipe = dict(pretrain.DEFAULTS, **({"steps": steps} if steps else {}))
+    record = make_record(weights, osp.join(out, DATA), digest, dict(
+        recipe, final_loss=float(sum(losses[-20:]) / len(losses[-20:])), seconds=time.time() - start))
+    try:
+        record["shipped_zero_shot_accuracy"] = shipped()["zero_shot_accuracy"]
+    except (OSError, ValueError, KeyError):
+        record["shipped_zero_shot_accuracy"] = None
+    with open(osp.join(out, MANIFEST), "w") as f:
+        json.dump(record, f, indent=2)
+    if ship:
+        ship_world(weights, record)
+    return record
+
+
+def make_record(weights, root, images_sha256, pretraining):
+    """The record of a world: ``weights`` (a pocket CLIP file), its dataset under ``root`` with
+    that digest, how it was pretrained, and its zero-shot test accuracy measured now."""
+    from ptnl.clip_backbone import file_digest, load_clip
+    from ptnl.pocket import pretrain, world
+    classes = sorted(world.DOWNSTREAM_CLASSES)
+    return {
+        "version": VERSION, "seed": SEED, "resolution": pretrain.RESOLUTION, "architecture": dict(pretrain.ARCH),
+        "pretraining": pretraining, "classes": classes, "template": TEMPLATE, "per_class": PER_CLASS,
+        "zero_shot_accuracy": 100.0 * zero_shot_accuracy(load_clip(weights), root), "chance": 100.0 / len(classes),
+        "weights_sha256": file_digest(weights), "weights_bytes": osp.getsize(weights),
+        "images_sha256": images_sha256, "built_with": _versions(),
+    }
+
+
+def ship_world(weights, record):
+    """Make ``weights`` and ``record`` the package's pocket world (maintainers)."""
+    shutil.copyfile(weights, SHIPPED_WEIGHTS)
+    with open(SHIPPED_RECORD, "w") as f:
+        json.dump({k: v for k, v in record.items() if k != "shipped_zero_shot_accuracy"}, f, indent=2)
+        f.write("\n")
+
+
 def weights_file(cache_root=None):
-    """The pocket CLIP's weights file, built first when needed (``MODEL.BACKBONE.NAME pocket``)."""
+    """The pocket CLIP's weights file (``MODEL.BACKBONE.NAME pocket``): the shipped one."""
     return build(cache_root)["weights"]
 
 

@@ -5,11 +5,12 @@ Everything is a pure function of a seed. ``pretraining_batch(seed, step, n)`` is
 corpus the pocket CLIP learns from; ``make_dtd`` writes the downstream few-shot dataset in CoOp's
 DTD layout from held-out random streams, with each class's own colour and distance habits (as a
 dataset's curators have them) and harsher photography (foreshortening, lighting, blur, sensor
-noise, clutter, JPEG).
+noise, clutter, JPEG) and the collection's own sepia print look.
 
 Images are drawn a batch at a time: every function below works on [n, H, W] arrays, with one
 parameter draw per image (shape [n, 1, 1]).
 """
+import contextlib
 import json
 import os
 import os.path as osp
@@ -70,7 +71,23 @@ TEMPLATES_NO_PATTERN = ["a {c} {m}.", "a photo of a {c} and {c2} {m}.", "close-u
 P_NO_PATTERN, P_SYNONYM = 0.06, 0.2
 
 # ----------------------------------------------------------------------------- helpers
+# The working float type. The pretraining corpus is drawn in float32 (fast; pretraining itself is
+# not bit-reproducible across CPUs, which is why its weights are shipped). The downstream dataset
+# is drawn in float64 (``make_dtd``), whose numpy results are the same bits whatever the SIMD
+# level (float32 transcendentals are not: numpy dispatches them to AVX2 / AVX-512 kernels).
 _F = np.float32
+
+
+@contextlib.contextmanager
+def _float_type(dtype):
+    global _F
+    saved, _F = _F, dtype
+    try:
+        yield
+    finally:
+        _F = saved
+
+
 ZOOM = (1.1, 2.2)  # the camera's magnification range (pattern sizes below are in pixels at 1x)
 
 
@@ -456,6 +473,14 @@ def _blur(img, sigma):
     return sum(k[:, o] * tmp[:, o:o + H] for o in range(5))
 
 
+def sepia(img, amount):
+    """``img`` [n, H, W, 3] in [0, 1] as an old sepia print of strength ``amount`` [n] (0: as is)."""
+    a = np.asarray(amount, dtype=_F).reshape(-1, 1, 1, 1)
+    grey = (img * np.array([0.299, 0.587, 0.114], dtype=_F)).sum(-1, keepdims=True)
+    target = np.clip(grey * np.array([1.07, 0.87, 0.62], dtype=_F) + np.array([0.06, 0.04, 0.0], dtype=_F), 0, 1)
+    return np.clip(img + a * (target - img), 0, 1)
+
+
 def _camera(d, img, strength):
     """Lighting gradient, vignette, shading, colour cast, contrast, blur and sensor noise;
     ``strength`` [n, 1, 1]."""
@@ -591,12 +616,25 @@ def styled_colours(rng, style):
     return fg, np.clip(bg, 0, 1).astype(_F)
 
 
-def make_dtd(root, classes=DOWNSTREAM_CLASSES, per_class=100, size=64, seed=0, quality=(70, 95)):
+# The downstream collection's own look, which no caption of the pretraining corpus describes: its
+# photos were printed and scanned in sepia, at a strength drawn per photo in this range. The
+# zero-shot prompt knows nothing of it; a learned prompt can adapt to it (as CoOp's prompts adapt
+# to a real dataset's acquisition).
+SEPIA = (0.6, 1.0)
+
+
+def make_dtd(root, classes=DOWNSTREAM_CLASSES, per_class=100, size=64, seed=0, quality=(70, 95), sepia=SEPIA):
     """Write the downstream few-shot dataset in CoOp's DTD layout: ``<root>/dtd/images/<class>/
-    <class>_NNNN.jpg`` (photographed textures with each class's own style, ``class_style``; sides
-    between ``size`` and 1.5 ``size``; JPEG) and ``split_zhou_DescribableTextures.json`` with
-    CoOp's 50/20/30 cut. Its random streams are disjoint from the pretraining corpus's. Returns the
-    dataset folder."""
+    <class>_NNNN.jpg`` (photographed textures with each class's own style, ``class_style``, the
+    collection's ``sepia`` range (None: none); sides between ``size`` and 1.5 ``size``; JPEG) and
+    ``split_zhou_DescribableTextures.json`` with CoOp's 50/20/30 cut. Its random streams are
+    disjoint from the pretraining corpus's; drawn in float64, the same bytes on every CPU. Returns
+    the dataset folder."""
+    with _float_type(np.float64):
+        return _write_dtd(root, classes, per_class, size, seed, quality, sepia)
+
+
+def _write_dtd(root, classes, per_class, size, seed, quality, sepia_range):
     from PIL import Image
     ddir = osp.join(root, "dtd")
     split = {"train": [], "val": [], "test": []}
@@ -610,6 +648,8 @@ def make_dtd(root, classes=DOWNSTREAM_CLASSES, per_class=100, size=64, seed=0, q
             side = int(rng.integers(size, size * 3 // 2 + 1))
             fg, bg = styled_colours(rng, style)
             img, _ = draw(rng, name, 1, side, photo=True, fg=fg, bg=bg, zoom_range=style["zoom_range"])
+            if sepia_range:
+                img = sepia(img, rng.uniform(sepia_range[0], sepia_range[1], 1))
             fname = "{}_{:04d}.jpg".format(name, i + 1)
             Image.fromarray((img[0] * 255 + 0.5).astype(np.uint8)).save(
                 osp.join(cdir, fname), quality=int(rng.integers(quality[0], quality[1] + 1)))

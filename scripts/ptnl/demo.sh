@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline on a laptop CPU with nothing downloaded, on the pocket world
-# (python -m ptnl.pocket): a small CLIP this project pretrains itself on drawn textures and their
-# captions, and a 12-class DTD-layout dataset of held-out texture photos whose class names it has
-# learned. Built on first use (about 4 minutes on 2 CPU cores), then reused.
+# (python -m ptnl.pocket): a small CLIP this project pretrained on drawn textures and their
+# captions (shipped with ptnl), and a 12-class DTD-layout dataset of held-out texture photos whose
+# class names it has learned (generated on first use in seconds, the same bytes on every machine).
 #
 # Zero-shot CLIP, a linear probe, a linear classifier on frozen features (ClassifierR, CE) and
 # prompt tuning (PTNL, CE and GCE), at symmetric swap noise rates 0, 0.25, 0.5 and 0.75, two seeds,
@@ -20,7 +20,7 @@ CACHE=${PTNL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ptnl}
 export OUT=${OUT:-$CACHE/pocket-demo}
 mkdir -p "$OUT/logs"
 
-"$PYTHON" -m ptnl.pocket    # builds the world on first use; prints the weights, --root and zero-shot accuracy
+"$PYTHON" -m ptnl.pocket    # generates the dataset on first use; prints the weights, --root and zero-shot accuracy
 { read -r DATA; read -r RES; } < <("$PYTHON" -m ptnl.pocket --field root resolution)
 echo
 
