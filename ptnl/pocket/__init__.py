@@ -7,8 +7,8 @@ meaningless.
     python -m ptnl.pocket          # build (or find) it; print the weights file, --root and zero-shot accuracy
 
 Built on first use into ``<ptnl user cache>/pocket/<tag>/`` (``PTNL_CACHE_DIR`` honoured):
-``pocket.pt`` (a CLIP state dict, loadable by ``ptnl.clip_backbone.load_clip`` and by the name
-``pocket``), ``data/dtd/...`` (pass ``data`` as ``--root``) and ``pocket.json`` (what was built,
+``pocket.pt`` (a CLIP state dict, loadable by ``ptnl.clip.load_clip`` and by the name
+``pocket``, which this module registers), ``data/dtd/...`` (pass ``data`` as ``--root``) and ``pocket.json`` (what was built,
 how, and its zero-shot accuracy). The tag changes whenever the generator or the recipe does.
 """
 import contextlib
@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-from ptnl.dataset_base import user_cache_dir
+from ptnl.clip.weights import register_weights
+from ptnl.io import user_cache_dir
 
 VERSION = 1
 SEED = 0
@@ -117,7 +118,7 @@ def build(cache_root=None, log=_log):
 
 def _build_into(folder, log):
     from ptnl.pocket import pretrain, world
-    from ptnl.clip_backbone import file_digest, load_clip
+    from ptnl.clip.weights import file_digest, load_clip
     start = time.time()
     ddir = world.make_dtd(osp.join(folder, DATA), per_class=PER_CLASS, size=pretrain.RESOLUTION, seed=SEED)
     log("Downstream dataset: {} classes x {} images in {} ({:.0f}s)".format(
@@ -149,6 +150,11 @@ def weights_file(cache_root=None):
     return build(cache_root)["weights"]
 
 
+@register_weights("pocket")
+def _pocket_weights():
+    return weights_file()
+
+
 # ----------------------------------------------------------------------------- evaluation helpers
 def test_transform(resolution=None):
     """The trainers' test transform (resize the short side, centre crop, CLIP's normalisation)."""
@@ -173,7 +179,7 @@ def read_split(root, split="test"):
 
 def image_features(model, paths, batch_size=200):
     """L2-normalised image features [N, D] of ``paths`` under the test transform."""
-    from ptnl.zeroshot import image_features as encoded
+    from ptnl.clip.features import image_features as encoded
     return encoded(lambda x: model.encode_image(x.type(model.dtype)), paths,
                    test_transform(model.visual.input_resolution), model.logit_scale.device, batch_size)
 
@@ -183,7 +189,7 @@ def zero_shot_accuracy(model, root, template=TEMPLATE, split="test", classnames=
     class prompts ``template.format(name)``; ``classnames`` overrides the prompts' names (label k
     is scored against ``classnames[k]``)."""
     import torch
-    from ptnl.zeroshot import text_classifier
+    from ptnl.clip.features import text_classifier
     paths, labels, names = read_split(root, split)
     text = text_classifier(model, classnames or names, [template])
     pred = (image_features(model, paths) @ text.t()).argmax(dim=1)
