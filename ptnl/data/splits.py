@@ -7,7 +7,7 @@ import os
 import os.path as osp
 import random
 import re
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 from ptnl import compat
 from ptnl.io import atomic_write, get_logger, user_cache_dir

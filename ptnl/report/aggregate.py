@@ -1,4 +1,6 @@
 """Runs grouped by everything but the seed: mean and std of test accuracy, seeds found and missing."""
+from typing import Dict, Iterable, List
+
 import numpy as np
 
 from ptnl.runs.layout import setting_dir
@@ -18,7 +20,7 @@ def _seed_key(seed):
     return _sort_key([seed])
 
 
-def aggregate(records, incomplete=(), ddof=0):
+def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: int = 0) -> List[Dict]:
     """Group runs by everything but the seed; per group the mean and std of the test accuracy
     (``ddof=0``: population std, numpy's default, as CoOp's parse_test_res.py; ``ddof=1``: sample
     std, NaN for one seed), the number of seeds and which they are.

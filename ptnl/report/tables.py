@@ -8,7 +8,6 @@ import numpy as np
 
 from ptnl.report.aggregate import STD_NAMES, _sort_key
 from ptnl.runs.files import RESULTS_FILE
-from ptnl.runs.logs import END_LINES
 from ptnl.runs.read import GROUP_KEYS, OTHER_KEYS
 
 TABLE_FORMATS = {"plain": "simple", "markdown": "github"}

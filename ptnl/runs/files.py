@@ -12,10 +12,10 @@ LOGITS_FILE = "test_logits.pt"
 CONFUSION_FILE = "confusion_matrix.json"
 
 
-def config_digest(cfg):
+def config_digest(cfg) -> str:
     """sha256 of the printed config: two runs with the same digest ran the same settings."""
     return hashlib.sha256(str(cfg).encode("utf-8")).hexdigest()
 
 
-def is_done(run_dir):
+def is_done(run_dir: str) -> bool:
     return osp.isfile(osp.join(run_dir, RESULTS_FILE))

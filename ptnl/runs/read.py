@@ -4,6 +4,7 @@ import json
 import os
 import os.path as osp
 import time
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ptnl.runs.files import RESULTS_FILE
 from ptnl.runs.layout import parse_run_path
@@ -23,7 +24,7 @@ SEED_FREE_TRAINERS = ("ZeroshotCLIP",)  # nothing is trained: one seed is the wh
 LOSS_FREE_TRAINERS = ("LinearProbe", "ZeroshotCLIP")  # TRAINER.PTNL.LOSS is not used
 
 
-def run_status(run_dir):
+def run_status(run_dir: str) -> Tuple[Optional[str], Optional[Dict]]:
     """("done", None) with results.json; ("log", info) for a log-only run that finished and
     tested (a CoOp/Dassl run); ("incomplete", info) otherwise; (None, None) for no run at all."""
     if osp.isfile(osp.join(run_dir, RESULTS_FILE)):
@@ -34,10 +35,14 @@ def run_status(run_dir):
     return ("log" if info["finished"] and info["accuracy"] is not None else "incomplete"), info
 
 
-def find_runs(dirs):
+def find_runs(dirs: Iterable[str]) -> Tuple[List[str], List[str]]:
     """Every run folder under ``dirs``, as (finished, incomplete) lists of folders. Finished: a
     folder holding ``results.json``, or a CoOp-style ``log.txt`` that reached the end of training
-    and printed a test accuracy after it. Incomplete: a folder with a log but neither."""
+    and printed a test accuracy after it. Incomplete: a folder with a log but neither.
+
+    Args:
+        dirs: folders to search (recursively; a run folder's sub-folders are not searched).
+    """
     done, incomplete, seen = [], [], set()
     for top in dirs:
         for dirpath, dirnames, filenames in os.walk(top):
@@ -93,9 +98,13 @@ def _log_record(run_dir, info):
     return r
 
 
-def load_run(run_dir):
+def load_run(run_dir: str) -> Dict:
     """One finished run as a flat record: ``results.json`` when present, else what its CoOp-style
-    log says (``source`` tells which; ``unknown`` lists the identity fields a log did not give)."""
+    log says (``source`` tells which; ``unknown`` lists the identity fields a log did not give).
+
+    Args:
+        run_dir: a finished run folder (``find_runs``); ``ValueError`` for an unfinished one.
+    """
     path = osp.join(run_dir, RESULTS_FILE)
     if osp.isfile(path):
         with open(path) as f:
@@ -127,7 +136,7 @@ def _ago(seconds):
     return "{}s".format(seconds)
 
 
-def incomplete_run(run_dir, info=None, reason=None):
+def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[str] = None) -> Dict:
     """An unfinished (or unreadable) run: where it is, its seed and settings when they can be
     told, and why it does not count."""
     if info is None and reason is None:
