@@ -1,38 +1,46 @@
-"""Extending PTNL in one file: a new loss, a new noise type and a new trainer in a single
-module, registered at run time (PTNL_PLUGINS), run end to end through train.py."""
+"""Extending PTNL one file each: a new loss, a new noise type and a new trainer, each in its own
+module registered at run time (PTNL_PLUGINS), run end to end through train.py."""
 import json
 import os.path as osp
 
 from conftest import run_py, train_args
 
-PLUGIN = '''
-"""A loss, a noise type and a trainer, each registered where it is defined."""
-import torch
+LOSS_PLUGIN = '''
+"""A loss with an option (TRAINER.PTNL.SCALED_CE_SCALE), registered where it is defined."""
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
 
-from ptnl.config import register_config_keys
 from ptnl.losses import register_loss
-from ptnl.noise import NoiseType, register_noise_type
-from ptnl.trainers import register_trainer
-from ptnl.trainers.prompt_tuning import PTNL
 
 
-@register_loss("scaled_ce", options={"scale": "SCALED_CE_SCALE"})  # TRAINER.PTNL.SCALED_CE_SCALE
+@register_loss("scaled_ce", options={"scale": "SCALED_CE_SCALE"})
 def scaled_ce(logits, labels, scale=1.0, reduction="mean", **_):
     per = scale * F.cross_entropy(logits.float(), labels, reduction="none")
     return per.mean() if reduction == "mean" else per
+'''
+
+NOISE_PLUGIN = '''
+"""A noise type: flip makes y into y + 2; swap fills class c with images of class c - 2."""
+from ptnl.noise import NoiseType, register_noise_type
 
 
 @register_noise_type("shift2")
 class ShiftTwo(NoiseType):
-    """flip: y becomes y + 2; swap: class c receives images of class c - 2."""
-
     def flip_labels(self, labels, offsets, num_classes, scores):
         return (labels + 2) % num_classes
 
     def swap_take(self, c, state):
         return state.next_unused(state.queues[(c - 2) % state.num_classes]), False
+'''
+
+TRAINER_PLUGIN = '''
+"""A trainer that weights each sample's loss (here by its true label: an analysis-only oracle),
+with its config key next to it."""
+import torch
+from yacs.config import CfgNode as CN
+
+from ptnl.config import register_config_keys
+from ptnl.trainers import register_trainer
+from ptnl.trainers.prompt_tuning import PTNL
 
 
 @register_config_keys
@@ -43,8 +51,6 @@ def _keys(cfg):
 
 @register_trainer
 class WeightedPTNL(PTNL):
-    """PTNL whose loss weights each sample (here by its true label: an analysis-only oracle)."""
-
     def compute_loss(self, batch):
         logits = self.model(batch["img"])
         per_sample = self.loss_fn.per_sample(logits, batch["label"])
@@ -67,10 +73,12 @@ def _args(world, out, trainer, extra, epochs=2, loss="scaled_ce"):
     return args
 
 
-def test_loss_noise_type_and_trainer_from_one_plugin_file(world, tmp_path):
-    plugin = tmp_path / "my_plugin.py"
-    plugin.write_text(PLUGIN)
-    env = {"PTNL_PLUGINS": str(plugin)}
+def test_a_loss_a_noise_type_and_a_trainer_each_from_one_file(world, tmp_path):
+    files = []
+    for name, text in (("my_loss", LOSS_PLUGIN), ("my_noise", NOISE_PLUGIN), ("my_trainer", TRAINER_PLUGIN)):
+        (tmp_path / (name + ".py")).write_text(text)
+        files.append(str(tmp_path / (name + ".py")))
+    env = {"PTNL_PLUGINS": ",".join(files)}
     out = str(tmp_path / "flip")
     proc = run_py(_args(world, out, "WeightedPTNL",
                         ["DATASET.NOISE.TYPE", "shift2", "DATASET.NOISE.MODE", "flip",

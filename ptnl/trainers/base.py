@@ -17,7 +17,6 @@ import torch
 from ptnl import compat
 from ptnl import plugins  # noqa: F401  (registers the built-in local weights names, e.g. "pocket")
 from ptnl.clip.weights import effective_precision, load_clip
-from ptnl.data.base import PTNLDatasetBase
 from ptnl.data.decoded import wrapper_for
 from ptnl.io import get_logger, write_json_atomic
 from ptnl.losses import loss_from_cfg
@@ -61,8 +60,8 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         train, true_labels, self.noise_record = self.training_set(dataset)
         self.train_items = train
         self.true_label_of = {d.impath: t for d, t in zip(train, true_labels)}
-        if isinstance(dataset, PTNLDatasetBase):
-            dataset.set_training_set(train)  # our own dataset says what is trained on; a foreign one is left alone
+        if hasattr(dataset, "set_training_set"):  # PTNL's datasets tell what is trained on; others are left alone
+            dataset.set_training_set(train)
         if train is not self._loader_source or (self.TRAINS and self.cfg.TRAINER.PTNL.DECODE_CACHE_MB > 0):
             self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
 
@@ -70,7 +69,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         """(items to train on, their true labels, noise record or None). PTNL's datasets labelled
         their training set when built; any other dataset gets the same call here, without the
         full training split (so only DATASET.NOISE.MODE flip works there)."""
-        if isinstance(dataset, PTNLDatasetBase):
+        if hasattr(dataset, "noise_record"):
             return dataset.train_x, dataset.true_labels, dataset.noise_record
         return label_training_set(self.cfg, dataset.train_x, pool=None, lab2cname=dataset.lab2cname)
 
