@@ -3,6 +3,9 @@
     python train.py --root DATA --trainer PTNL --dataset-config-file configs/datasets/dtd.yaml \
         --config-file configs/trainers/PTNL/rn50.yaml --seed 1 --output-dir out \
         DATASET.NUM_SHOTS 16 DATASET.NOISE.RATE 0.5 TRAINER.PTNL.LOSS gce
+
+PTNL_PLUGINS (comma-separated modules or .py files) are imported first: a loss, noise type or
+trainer registered there is available by name.
 """
 import argparse
 import contextlib
@@ -13,9 +16,11 @@ import torch
 
 from ptnl import compat
 from ptnl.config import extend_cfg
+from ptnl.plugins import load_plugins
 
-import datasets  # noqa: F401  (registers the datasets)
-import trainers.ptnl  # noqa: F401  (registers the trainers)
+load_plugins()  # PTNL_PLUGINS: modules or .py files adding losses, noise types, trainers (before registration)
+import datasets  # noqa: F401,E402  (registers the datasets)
+import trainers.ptnl  # noqa: F401,E402  (registers the trainers)
 
 
 def print_args(args, cfg):

@@ -14,7 +14,7 @@ from benchmarks.common import ARCHS, class_names, random_clip
 def measure(arch, n_classes, prec, truncate, batch, iters):
     import torch
     from ptnl.losses import build_loss
-    from ptnl.prompts import PromptCLIP, PromptLearner
+    from ptnl.clip.prompts import PromptCLIP, PromptLearner
     dev = torch.device("cuda")
     model = random_clip(arch)
     if prec == "fp16":

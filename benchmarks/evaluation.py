@@ -40,17 +40,17 @@ def main(argv=None):
     import io
 
     import torch
-    from ptnl.synthetic import make_dtd
+    from ptnl.data.generated import make_dtd
     work = tempfile.mkdtemp(prefix="ptnl-bench-eval-")
     os.environ["PTNL_CACHE_DIR"] = os.path.join(work, "cache")
     make_dtd(os.path.join(work, "data"), num_classes=a.classes, per_class=a.per_class, size=256)
     weights = os.path.join(work, "clip.pt")
     torch.save(random_clip(a.arch).half().state_dict(), weights)
-    from ptnl import zeroshot
+    from ptnl.clip import weights as zeroshot_weights
     times = {}
     try:
         for name, cache_on in (("uncached", "False"), ("first", "True"), ("second", "True")):
-            zeroshot._DIGESTS.clear()  # as in a new process: only what is on disk is reused
+            zeroshot_weights._DIGESTS.clear()  # as in a new process: only what is on disk is reused
             with contextlib.redirect_stdout(io.StringIO()):
                 t = build_trainer(os.path.join(work, "data"), weights, os.path.join(work, name), cache_on)
                 start = time.perf_counter()

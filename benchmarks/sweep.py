@@ -40,7 +40,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2)
     a = p.parse_args(argv)
     import torch
-    from ptnl.synthetic import make_dtd
+    from ptnl.data.generated import make_dtd
     work = tempfile.mkdtemp(prefix="ptnl-bench-sweep-")
     make_dtd(os.path.join(work, "data"), num_classes=a.classes, per_class=a.per_class, size=256)
     weights = os.path.join(work, "clip.pt")

@@ -24,7 +24,7 @@ def child(arch, n_classes, truncate, repeat, limit_gb, chunk=0):
     import torch
     limit = int(limit_gb * 2 ** 30)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    from ptnl.prompts import PromptCLIP, PromptLearner
+    from ptnl.clip.prompts import PromptCLIP, PromptLearner
     torch.set_num_threads(torch.get_num_threads())
     model = random_clip(arch)
     learner = PromptLearner(class_names(n_classes), model, n_ctx=16)

@@ -1,5 +1,5 @@
 from ptnl.compat import DATASET_REGISTRY
-from ptnl.dataset_base import PTNLDatasetBase
+from ptnl.data.base import PTNLDatasetBase
 
 
 @DATASET_REGISTRY.register()

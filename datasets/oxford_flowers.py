@@ -2,7 +2,7 @@ import json
 import os.path as osp
 
 from ptnl.compat import DATASET_REGISTRY
-from ptnl.dataset_base import DatasetError, PTNLDatasetBase
+from ptnl.data.base import DatasetError, PTNLDatasetBase
 
 
 @DATASET_REGISTRY.register()

@@ -1,7 +1,7 @@
 import os.path as osp
 
 from ptnl.compat import DATASET_REGISTRY
-from ptnl.dataset_base import PTNLDatasetBase
+from ptnl.data.base import PTNLDatasetBase
 
 
 @DATASET_REGISTRY.register()

@@ -3,7 +3,7 @@ import os.path as osp
 import numpy as np
 
 from ptnl.compat import DATASET_REGISTRY
-from ptnl.dataset_base import PTNLDatasetBase
+from ptnl.data.base import PTNLDatasetBase
 
 
 def _first(x):

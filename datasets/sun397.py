@@ -1,7 +1,7 @@
 import os.path as osp
 
 from ptnl.compat import DATASET_REGISTRY
-from ptnl.dataset_base import DatasetError, PTNLDatasetBase
+from ptnl.data.base import DatasetError, PTNLDatasetBase
 
 
 @DATASET_REGISTRY.register()

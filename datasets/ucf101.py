@@ -2,7 +2,7 @@ import os.path as osp
 import re
 
 from ptnl.compat import DATASET_REGISTRY
-from ptnl.dataset_base import DatasetError, PTNLDatasetBase
+from ptnl.data.base import DatasetError, PTNLDatasetBase
 
 
 @DATASET_REGISTRY.register()

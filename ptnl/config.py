@@ -1,9 +1,29 @@
-"""Every config key PTNL adds to the Dassl tree, with its default."""
+"""Every config key PTNL adds to the Dassl tree, with its default.
+
+The keys of the built-in losses, trainers and noise protocols are all listed here. A plugin (a
+new loss, noise type or trainer in its own file) adds its keys next to its code with
+``register_config_keys``; ``ptnl.losses.register_loss(options=...)`` does it for loss options.
+"""
+from typing import Callable, List
+
 from yacs.config import CfgNode as CN
 
+_HOOKS: List[Callable] = []
 
-def extend_cfg(cfg):
-    """Add PTNL's keys to a Dassl config (call from a CoOp fork's ``extend_cfg`` too)."""
+
+def register_config_keys(fn: Callable) -> Callable:
+    """Decorator: ``fn(cfg)`` adds a plugin's config keys; ``extend_cfg`` calls it after PTNL's own
+    keys, so a key may only be added where it is missing."""
+    _HOOKS.append(fn)
+    return fn
+
+
+def extend_cfg(cfg: CN) -> CN:
+    """Add PTNL's keys to a Dassl config (call from a CoOp fork's ``extend_cfg`` too).
+
+    Args:
+        cfg: a Dassl config (``get_cfg_default()``), not frozen.
+    """
     cfg.DATASET.NOISE = CN()
     cfg.DATASET.NOISE.RATE = 0.0  # fraction of noisy shots, in [0, 1)
     cfg.DATASET.NOISE.TYPE = "sym"  # which wrong label: sym
@@ -17,7 +37,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.PTNL.CTX_INIT = ""  # initialise the context from these words
     cfg.TRAINER.PTNL.CLASS_TOKEN_POSITION = "end"  # end | middle | front
     cfg.TRAINER.PTNL.PREC = "fp16"  # fp16 | fp32 | amp (fp32 on CPU whatever is asked)
-    cfg.TRAINER.PTNL.LOSS = "ce"  # see ptnl.losses.LOSSES
+    cfg.TRAINER.PTNL.LOSS = "ce"  # see ptnl.losses.available_losses()
     cfg.TRAINER.PTNL.GCE_Q = 0.7  # q of the generalised cross-entropy
     cfg.TRAINER.PTNL.SCE_ALPHA = 0.1  # sce: weight of CE
     cfg.TRAINER.PTNL.SCE_BETA = 1.0  # sce: weight of reverse CE
@@ -43,4 +63,6 @@ def extend_cfg(cfg):
 
     cfg.TRAINER.IMAGENET_FT = CN()
     cfg.TRAINER.IMAGENET_FT.ARCH = "resnet50"  # torchvision architecture when the weights are a file
+    for hook in _HOOKS:
+        hook(cfg)
     return cfg

@@ -1,50 +1,5 @@
-"""Training data without repeated decoding: the few-shot images are decoded once and kept in
-memory (the random augmentations still run on every access, so batches are unchanged)."""
-from ptnl import compat
+"""Deprecated: moved to ``ptnl.data.decoded``."""
+from ptnl._deprecated import moved
 
-_BYTES_PER_PIXEL = 3
-
-
-def decode_images(paths, budget_mb):
-    """{path: RGB PIL image} for ``paths`` if all of them fit in ``budget_mb`` decoded, else {}."""
-    decoded, used = {}, 0
-    for p in dict.fromkeys(paths):
-        img = compat.read_image(p)
-        used += img.width * img.height * _BYTES_PER_PIXEL
-        if used > budget_mb * 2 ** 20:
-            return {}
-        decoded[p] = img
-    return decoded
-
-
-class DecodedImageWrapper(compat.DatasetWrapper):
-    """Dassl's ``DatasetWrapper`` (same batch dicts) reading images from a decoded copy held in
-    the main process; DataLoader workers inherit it when they fork."""
-
-    budget_mb = 1024
-
-    def __init__(self, cfg, data_source, transform=None, is_train=False):
-        super().__init__(cfg, data_source, transform=transform, is_train=is_train)
-        self.decoded = decode_images([d.impath for d in data_source], self.budget_mb)
-
-    def __getitem__(self, idx):
-        item = self.data_source[idx]
-        output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
-        img0 = self.decoded.get(item.impath) or compat.read_image(item.impath)
-        if self.transform is None:
-            output["img"] = img0
-        elif isinstance(self.transform, (list, tuple)):
-            for i, tfm in enumerate(self.transform):
-                output["img" if i == 0 else "img{}".format(i + 1)] = self._transform_image(tfm, img0)
-        else:
-            output["img"] = self._transform_image(self.transform, img0)
-        if self.return_img0:
-            output["img0"] = self.to_tensor(img0)
-        return output
-
-
-def wrapper_for(budget_mb):
-    """A ``DecodedImageWrapper`` class with this memory budget, or None (plain reading) for 0."""
-    if budget_mb <= 0:
-        return None
-    return type("DecodedImageWrapper", (DecodedImageWrapper,), {"budget_mb": budget_mb})
+moved(__name__, "ptnl.data.decoded")
+from ptnl.data.decoded import *  # noqa: E402,F401,F403

@@ -1,18 +1,65 @@
 """Classification losses for noisy labels, one registry: ``build_loss(name, **options)``.
 
-Each loss takes logits [B, C] and labels [B] and returns the mean over the batch, computed in
-fp32 whatever the logits' precision."""
+Each loss takes logits [B, C] and labels [B] and returns the mean over the batch (or, with
+``reduction="none"``, one value per sample), computed in fp32 whatever the logits' precision.
+
+A new loss is one function in one file::
+
+    @register_loss("my_loss", options={"t": "MY_LOSS_T"})  # keyword t <- TRAINER.PTNL.MY_LOSS_T
+    def my_loss(logits, labels, t=1.0, reduction="mean", **_):
+        ...
+
+Its options get config keys under ``TRAINER.PTNL`` (default: the keyword's default) and
+``build_loss`` / ``loss_from_cfg`` pass them by their lower-case key name.
+"""
+import inspect
+from typing import Callable, Dict, List, Optional
+
 import torch
 import torch.nn.functional as F
 
-LOSSES = {}
+from ptnl.config import register_config_keys
+from ptnl.registry import Registry
+
+LOSSES = Registry("loss", "TRAINER.PTNL.LOSS", sort_names=True)
 
 
-def register_loss(name):
+def register_loss(name: str, *, options: Optional[Dict[str, str]] = None,
+                  check: Optional[Callable] = None) -> Callable:
+    """Decorator: register ``fn(logits, labels, **options, reduction="mean")`` as loss ``name``.
+
+    Args:
+        name: the value of TRAINER.PTNL.LOSS that selects it.
+        options: keyword of ``fn`` -> its config key under TRAINER.PTNL (added with the keyword's
+            default when missing).
+        check: called with the bound options when the loss is built; raises on a bad value.
+    """
     def wrap(fn):
-        LOSSES[name] = fn
+        LOSSES.add(name, fn, options=dict(options or {}), check=check)
         return fn
     return wrap
+
+
+def available_losses() -> List[str]:
+    return LOSSES.names()
+
+
+@register_config_keys
+def _loss_option_keys(cfg):
+    for name in LOSSES:
+        defaults = _defaults(LOSSES[name])
+        for kw, key in LOSSES.meta(name)["options"].items():
+            if key not in cfg.TRAINER.PTNL:
+                cfg.TRAINER.PTNL[key] = defaults[kw]
+
+
+def _defaults(fn):
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _reduce(per_sample, reduction):
+    return per_sample.mean() if reduction == "mean" else per_sample
 
 
 def _true_class_prob(logits, labels):
@@ -20,25 +67,29 @@ def _true_class_prob(logits, labels):
 
 
 @register_loss("ce")
-def cross_entropy(logits, labels, **_):
+def cross_entropy(logits, labels, reduction="mean", **_):
     """-log p_y."""
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(logits.float(), labels, reduction=reduction)
 
 
-@register_loss("gce")
-def generalized_cross_entropy(logits, labels, q=0.7, **_):
-    """(1 - p_y^q) / q (Zhang & Sabuncu 2018): CE as q -> 0, MAE (1 - p_y) at q = 1; larger q
-    bounds the loss of confidently wrong (noisy) samples."""
+def check_gce_q(q):
     if not 0.0 < q <= 1.0:
         raise ValueError("GCE needs 0 < q <= 1 (TRAINER.PTNL.GCE_Q), got {}".format(q))
+
+
+@register_loss("gce", options={"q": "GCE_Q"}, check=check_gce_q)
+def generalized_cross_entropy(logits, labels, q=0.7, reduction="mean", **_):
+    """(1 - p_y^q) / q (Zhang & Sabuncu 2018): CE as q -> 0, MAE (1 - p_y) at q = 1; larger q
+    bounds the loss of confidently wrong (noisy) samples."""
+    check_gce_q(q)
     p = _true_class_prob(logits, labels).clamp_min(1e-12)
-    return ((1.0 - p.pow(q)) / q).mean()
+    return _reduce((1.0 - p.pow(q)) / q, reduction)
 
 
 @register_loss("mae")
-def mean_absolute_error(logits, labels, **_):
+def mean_absolute_error(logits, labels, reduction="mean", **_):
     """1 - p_y: GCE at q = 1 (NLPrompt's MAE); half the L1 distance to the one-hot label."""
-    return (1.0 - _true_class_prob(logits, labels)).mean()
+    return _reduce(1.0 - _true_class_prob(logits, labels), reduction)
 
 
 RCE_LOG_ZERO = -4.0  # log 0 of the one-hot label, clipped (Wang et al. 2019)
@@ -49,40 +100,63 @@ def _reverse_ce(logits, labels):
     return -RCE_LOG_ZERO * (1.0 - _true_class_prob(logits, labels))
 
 
-@register_loss("sce")
-def symmetric_cross_entropy(logits, labels, sce_alpha=0.1, sce_beta=1.0, **_):
+@register_loss("sce", options={"sce_alpha": "SCE_ALPHA", "sce_beta": "SCE_BETA"})
+def symmetric_cross_entropy(logits, labels, sce_alpha=0.1, sce_beta=1.0, reduction="mean", **_):
     """alpha * CE + beta * reverse CE (Wang et al. 2019)."""
     ce = F.cross_entropy(logits.float(), labels, reduction="none")
-    return (sce_alpha * ce + sce_beta * _reverse_ce(logits, labels)).mean()
+    return _reduce(sce_alpha * ce + sce_beta * _reverse_ce(logits, labels), reduction)
 
 
-@register_loss("nce_rce")
-def normalized_ce_plus_rce(logits, labels, nce_alpha=1.0, nce_beta=1.0, **_):
+@register_loss("nce_rce", options={"nce_alpha": "NCE_ALPHA", "nce_beta": "NCE_BETA"})
+def normalized_ce_plus_rce(logits, labels, nce_alpha=1.0, nce_beta=1.0, reduction="mean", **_):
     """alpha * normalised CE + beta * reverse CE (Ma et al. 2020, an "active-passive" loss):
     NCE = -log p_y / -sum_k log p_k is bounded, so noisy samples cannot dominate."""
     logp = F.log_softmax(logits.float(), dim=1)
     nce = logp.gather(1, labels.view(-1, 1)).squeeze(1) / logp.sum(dim=1)
-    return (nce_alpha * nce + nce_beta * _reverse_ce(logits, labels)).mean()
+    return _reduce(nce_alpha * nce + nce_beta * _reverse_ce(logits, labels), reduction)
 
 
-def build_loss(name, gce_q=0.7, sce_alpha=0.1, sce_beta=1.0, nce_alpha=1.0, nce_beta=1.0):
-    """The loss function for TRAINER.PTNL.LOSS ``name`` with its options bound."""
-    if name not in LOSSES:
-        raise ValueError("Unknown loss {!r} (TRAINER.PTNL.LOSS): expected one of {}".format(
-            name, ", ".join(sorted(LOSSES))))
-    if name == "gce" and not 0.0 < gce_q <= 1.0:
-        raise ValueError("GCE needs 0 < q <= 1 (TRAINER.PTNL.GCE_Q), got {}".format(gce_q))
-    fn = LOSSES[name]
-    opts = dict(q=gce_q, sce_alpha=sce_alpha, sce_beta=sce_beta, nce_alpha=nce_alpha, nce_beta=nce_beta)
+class Loss:
+    """A registered loss with its options bound: ``loss(logits, labels)`` is the batch mean,
+    ``loss.per_sample(logits, labels)`` one value per sample."""
 
-    def loss(logits, labels):
-        return fn(logits, labels, **opts)
-    loss.__name__ = name
-    return loss
+    def __init__(self, name: str, fn: Callable, options: Dict):
+        self.__name__, self.fn, self.options = name, fn, options
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits, labels, **self.options)
+
+    def per_sample(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits, labels, reduction="none", **self.options)
+
+    def __repr__(self):
+        return "Loss({}, {})".format(self.__name__, self.options)
 
 
-def loss_from_cfg(cfg):
-    """``build_loss`` with the options of ``cfg.TRAINER.PTNL``."""
+def build_loss(name: str, **options) -> Loss:
+    """The loss function for TRAINER.PTNL.LOSS ``name`` with its options bound.
+
+    Args:
+        name: a registered loss (``available_losses()``).
+        **options: options by their lower-case config key (``gce_q=0.5``); those of other
+            losses are ignored, so one call may pass every option.
+    """
+    fn = LOSSES.lookup(name)
+    meta = LOSSES.meta(name)
+    known = {key.lower() for n in LOSSES for key in LOSSES.meta(n)["options"].values()}
+    stray = sorted(set(options) - known)
+    if stray:
+        raise TypeError("build_loss() got unknown option(s) {}; known: {}".format(
+            ", ".join(stray), ", ".join(sorted(known))))
+    bound = {kw: options[key.lower()] for kw, key in meta["options"].items() if key.lower() in options}
+    if meta["check"] is not None:
+        defaults = _defaults(fn)
+        meta["check"](**{kw: bound.get(kw, defaults[kw]) for kw in meta["options"]})
+    return Loss(name, fn, bound)
+
+
+def loss_from_cfg(cfg) -> Loss:
+    """``build_loss`` for TRAINER.PTNL.LOSS with the options of ``cfg.TRAINER.PTNL``."""
     o = cfg.TRAINER.PTNL
-    return build_loss(o.LOSS, gce_q=o.GCE_Q, sce_alpha=o.SCE_ALPHA, sce_beta=o.SCE_BETA,
-                      nce_alpha=o.NCE_ALPHA, nce_beta=o.NCE_BETA)
+    meta = LOSSES.meta(o.LOSS)
+    return build_loss(o.LOSS, **{key.lower(): o[key] for key in meta["options"].values()})

@@ -1,85 +1,9 @@
-"""Small stand-ins for what cannot be downloaded: a DTD-layout texture dataset on disk and a small
-CLIP weights file built with the real ``clip.model`` classes. For tests and the offline demo.
+"""Deprecated: moved to ``ptnl.data.generated`` (``python -m ptnl.data.generated``)."""
+from ptnl._deprecated import moved
 
-    python -m ptnl.synthetic --root DATA --clip weights.pt [--classes 6 --per-class 40]
-"""
-import argparse
-import json
-import os
-import os.path as osp
-
-import numpy as np
-import torch
-from PIL import Image
-
-DTD_CLASSES = [
-    "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
-    "crosshatched", "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy",
-    "grid", "grooved", "honeycombed", "interlaced", "knitted", "lacelike", "lined", "marbled",
-    "matted", "meshed", "paisley", "perforated", "pitted", "pleated", "polka-dotted", "porous",
-    "potholed", "scaly", "smeared", "spiralled", "sprinkled", "stained", "stratified", "striped",
-    "studded", "swirly", "veined", "waffled", "woven", "wrinkled", "zigzagged",
-]
-
-
-def texture_image(label, index, size=40, seed=0):
-    """A striped texture whose orientation, frequency and colour depend on the class, with
-    per-image phase, jitter and noise."""
-    rng = np.random.default_rng([seed, label, index])
-    angle = np.pi * (label * 0.618 % 1.0) + rng.normal(0, 0.08)
-    freq = 2 + (label * 7 % 5) + rng.normal(0, 0.2)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    wave = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 6.3))
-    base = np.array([(label * 53) % 255, (label * 101) % 255, (label * 197) % 255]) / 255.0
-    img = 0.5 + 0.35 * wave[..., None] * (0.4 + base) + rng.normal(0, 0.08, (size, size, 3))
-    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
-
-
-def make_dtd(root, num_classes=6, per_class=40, size=40, seed=0, write_split=True):
-    """Write ``<root>/dtd/images/<class>/<class>_NNNN.jpg`` and (optionally) CoOp's split file
-    with the 50/20/30 cut. Returns the dataset folder."""
-    if num_classes > len(DTD_CLASSES):
-        raise ValueError("at most {} classes".format(len(DTD_CLASSES)))
-    ddir = osp.join(root, "dtd")
-    split = {"train": [], "val": [], "test": []}
-    for label, name in enumerate(DTD_CLASSES[:num_classes]):
-        cdir = osp.join(ddir, "images", name)
-        os.makedirs(cdir, exist_ok=True)
-        rels = []
-        for i in range(per_class):
-            fname = "{}_{:04d}.jpg".format(name, i + 1)
-            texture_image(label, i, size, seed).save(osp.join(cdir, fname), quality=90)
-            rels.append("{}/{}".format(name, fname))
-        n_train, n_val = round(per_class * 0.5), round(per_class * 0.2)
-        split["train"] += [[r, label, name] for r in rels[:n_train]]
-        split["val"] += [[r, label, name] for r in rels[n_train:n_train + n_val]]
-        split["test"] += [[r, label, name] for r in rels[n_train + n_val:]]
-    if write_split:
-        with open(osp.join(ddir, "split_zhou_DescribableTextures.json"), "w") as f:
-            json.dump(split, f, indent=4)
-    return ddir
-
-
-def make_clip(path, kind="vit", image_resolution=32, seed=0):
-    """Save a small randomly initialised CLIP state dict to ``path``."""
-    from ptnl.clip_backbone import small_clip_state_dict
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    torch.save(small_clip_state_dict(kind, image_resolution=image_resolution, seed=seed), path)
-    return path
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="dataset root to write dtd/ into")
-    p.add_argument("--clip", help="also write a small CLIP weights file here")
-    p.add_argument("--classes", type=int, default=6)
-    p.add_argument("--per-class", type=int, default=40)
-    p.add_argument("--size", type=int, default=40)
-    a = p.parse_args(argv)
-    print(make_dtd(a.root, a.classes, a.per_class, a.size))
-    if a.clip:
-        print(make_clip(a.clip))
-
+moved(__name__, "ptnl.data.generated")
+from ptnl.data.generated import *  # noqa: E402,F401,F403
+from ptnl.data.generated import main  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ atexit.register(shutil.rmtree, os.environ["PTNL_CACHE_DIR"], True)
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """A generated DTD-layout dataset (6 classes x 40 images) and a small CLIP weights file."""
-    from ptnl.synthetic import make_clip, make_dtd
+    from ptnl.data.generated import make_clip, make_dtd
     root = tmp_path_factory.mktemp("world")
     make_dtd(str(root / "data"), num_classes=6, per_class=40, size=36)
     clip_path = make_clip(str(root / "clip-vit.pt"), kind="vit")
@@ -34,7 +34,7 @@ def world(tmp_path_factory):
 @pytest.fixture
 def fresh_data(tmp_path):
     """A private copy of the generated dataset (tests that write caches or splits)."""
-    from ptnl.synthetic import make_dtd
+    from ptnl.data.generated import make_dtd
     make_dtd(str(tmp_path / "data"), num_classes=6, per_class=40, size=36)
     return str(tmp_path / "data")
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import coop_pickle
 from ptnl import compat
 from ptnl.config import extend_cfg
-from ptnl.dataset_base import DatasetError
+from ptnl.data.base import DatasetError
 
 import datasets.dtd  # noqa: F401
 

@@ -16,7 +16,7 @@ from scipy.io import savemat
 from conftest import coop_pickle
 from ptnl import compat
 from ptnl.config import extend_cfg
-from ptnl.dataset_base import DatasetError
+from ptnl.data.base import DatasetError
 
 import datasets  # noqa: F401  (registers every dataset)
 

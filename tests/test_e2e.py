@@ -175,7 +175,7 @@ def test_error_clip_weights_missing_offline(world, tmp_path):
                     reason="set PTNL_DASSL_PYTHON to a python that has real Dassl installed")
 def test_same_run_under_real_dassl_and_builtin(tmp_path):
     """Fresh runs under both engines: same few-shot set, same noisy labels, same accuracy."""
-    from ptnl.synthetic import make_clip, make_dtd
+    from ptnl.data.generated import make_clip, make_dtd
     clip = make_clip(str(tmp_path / "clip.pt"))
     results = {}
     for engine, python in (("builtin", sys.executable), ("dassl", os.environ["PTNL_DASSL_PYTHON"])):

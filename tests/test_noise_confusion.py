@@ -104,12 +104,12 @@ def test_confusion_labels_match_direct_zero_shot_computation(mode, world, tmp_pa
     from PIL import Image
 
     from ptnl import compat
-    from ptnl.clip_backbone import load_clip, tokenize
+    from ptnl.clip import load_clip, tokenize
     from ptnl.config import extend_cfg
     import datasets.dtd  # noqa: F401
 
     monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("ptnl.zeroshot._DIGESTS", {})
+    monkeypatch.setattr("ptnl.clip.weights._DIGESTS", {})
     cfg = compat.get_cfg_default()
     extend_cfg(cfg)
     cfg.merge_from_file("configs/trainers/PTNL/rn50.yaml")

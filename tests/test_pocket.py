@@ -179,7 +179,7 @@ def test_upl_pseudo_labels_are_better_than_chance_and_selection_helps(pocket, tm
 
 # ----------------------------------------------------------------------------- one world on every machine
 def test_dataset_and_weights_are_the_recorded_ones(pocket):
-    from ptnl.clip_backbone import file_digest
+    from ptnl.clip.weights import file_digest
     from ptnl.pocket import SHIPPED_WEIGHTS, images_digest, shipped
     record = shipped()
     assert images_digest(pocket["root"]) == record["images_sha256"]
@@ -190,7 +190,7 @@ def test_dataset_and_weights_are_the_recorded_ones(pocket):
 def probe(cache):
     """Zero-shot and wrong-end-of-text accuracies (percent) of the pocket world in ``cache``, for
     ``test_same_world_under_every_cpu_capability`` (run in a subprocess per capability)."""
-    from ptnl.clip_backbone import load_clip
+    from ptnl.clip.weights import load_clip
     from ptnl.pocket import TEMPLATE, build, image_features, read_split
     world = build(cache)
     model = load_clip(world["weights"])
@@ -253,7 +253,7 @@ def test_changed_weights_are_refused(tmp_path):
 def test_rebuild_runs_the_recipe_and_compares_with_the_shipped_world(tmp_path):
     """``--rebuild`` is the real recipe (here cut to 2 steps): it writes a loadable model, the
     dataset and a record, and says that a model this different is not the shipped one."""
-    from ptnl.clip_backbone import load_clip
+    from ptnl.clip.weights import load_clip
     from ptnl.pocket import images_digest, shipped
     out = str(tmp_path / "rebuilt")
     proc = run_py(["-m", "ptnl.pocket", "--rebuild", "--steps", "2", "--out", out], check=False)

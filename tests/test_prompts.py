@@ -3,8 +3,9 @@ saved to a file and loaded through the users' loader."""
 import pytest
 import torch
 
-from ptnl.clip_backbone import TextEncoder, load_clip, small_clip_state_dict, tokenize
-from ptnl.prompts import POSITIONS, PromptCLIP, PromptLearner, assemble_prompts, prompt_texts
+from ptnl.clip import TextEncoder, load_clip, tokenize
+from ptnl.clip.small import small_clip_state_dict
+from ptnl.clip.prompts import POSITIONS, PromptCLIP, PromptLearner, assemble_prompts, prompt_texts
 
 # name token counts 1, 2, 3, 4 ("x-ray machine" -> x, -, ray, machine)
 CLASSNAMES = ["cat", "sea_lion", "aardvark", "x-ray machine"]

@@ -8,15 +8,15 @@ import sys
 import pytest
 import torch
 
-from ptnl import cache
-from ptnl.fastdata import DecodedImageWrapper
+from ptnl.io import cache
+from ptnl.data.decoded import DecodedImageWrapper
 from test_trainers import build
 
 
 @pytest.mark.parametrize("name", ["PTNL", "ClassifierC", "TEncFT", "ZeroshotCLIP", "CLSTuning"])
 def test_cached_evaluation_equals_uncached(name, world, tmp_path, monkeypatch):
     monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("ptnl.zeroshot._DIGESTS", {})
+    monkeypatch.setattr("ptnl.clip.weights._DIGESTS", {})
     results = {}
     for i, flag in enumerate(("False", "True", "True")):  # off, first cached run (miss), second (hit)
         t = build(name, world, tmp_path / str(i), opts=("TRAINER.PTNL.CACHE_FEATURES", flag,
@@ -61,7 +61,7 @@ def test_interrupted_cache_write_is_never_read(tmp_path):
     script = (
         "import os, torch, sys\n"
         "sys.path.insert(0, {repo!r})\n"
-        "from ptnl import cache\n"
+        "from ptnl.io import cache\n"
         "real = torch.save\n"
         "def dying_save(obj, f):\n"
         "    f.write(b'PK partial bytes')\n"
@@ -90,7 +90,7 @@ def test_cache_key_changes_with_any_part():
 
 def test_lean_quick_gelu_matches_clip_quick_gelu():
     from clip.model import QuickGELU
-    from ptnl.clip_backbone import _QuickGELU
+    from ptnl.clip.text import _QuickGELU
     x = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
     y = x.detach().clone().requires_grad_(True)
     assert torch.equal(_QuickGELU.apply(x), QuickGELU()(y))

@@ -100,7 +100,7 @@ def test_classifier_c_and_tenc_ft_equal_zeroshot_before_training(world, tmp_path
 
 def test_cls_tuning_text_features_equal_clip_template_features(world, tmp_path):
     t = build("CLSTuning", world, tmp_path)
-    from ptnl.clip_backbone import load_clip, tokenize
+    from ptnl.clip import load_clip, tokenize
     clip_model = load_clip(world["clip"])
     names = [c.replace("_", " ") for c in t.dm.dataset.classnames]
     with torch.no_grad():

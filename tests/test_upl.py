@@ -132,7 +132,7 @@ def fake_run(folder, seed, logits, labels, paths):
 
 
 def test_ensemble_accuracy_equals_direct_average(tmp_path):
-    from ptnl.ensemble import ensembles
+    from ptnl.report.ensemble import ensembles
     torch.manual_seed(0)
     labels = torch.randint(0, 7, (50,))
     paths = ["img{}.jpg".format(i) for i in range(50)]

@@ -16,7 +16,8 @@ whose results do not depend on the SIMD level, and their sha256 is checked again
 
 The dataset goes to ``<ptnl user cache>/pocket/<tag>/`` (``PTNL_CACHE_DIR`` honoured):
 ``data/dtd/...`` (pass ``data`` as ``--root``) and ``pocket.json`` (the shipped record plus what
-was measured here). The tag changes with the generator or the weights.
+was measured here). The tag changes with the generator or the weights. This module registers the
+weights name ``pocket`` with ``ptnl.clip``'s loader.
 """
 import contextlib
 import hashlib
@@ -28,7 +29,8 @@ import sys
 import tempfile
 import time
 
-from ptnl.dataset_base import user_cache_dir
+from ptnl.clip.weights import register_weights
+from ptnl.io import user_cache_dir
 
 VERSION = 2
 SEED = 0
@@ -162,7 +164,7 @@ def build(cache_root=None, log=_log):
 
 def check_weights(path=SHIPPED_WEIGHTS, record=None):
     """Raise ``PocketWorldError`` unless ``path`` is the recorded weights file."""
-    from ptnl.clip_backbone import file_digest
+    from ptnl.clip.weights import file_digest
     record = record or shipped()
     if not osp.isfile(path):
         raise PocketWorldError('The pocket weights "{}" are missing: reinstall ptnl, or rebuild them with '
@@ -193,7 +195,7 @@ def _versions():
 
 
 def _build_into(folder, log):
-    from ptnl.clip_backbone import load_clip
+    from ptnl.clip.weights import load_clip
     record = shipped()
     check_weights(record=record)
     start = time.time()
@@ -244,7 +246,7 @@ def rebuild(out, steps=None, ship=False, log=_log):
 def make_record(weights, root, images_sha256, pretraining):
     """The record of a world: ``weights`` (a pocket CLIP file), its dataset under ``root`` with
     that digest, how it was pretrained, and its zero-shot test accuracy measured now."""
-    from ptnl.clip_backbone import file_digest, load_clip
+    from ptnl.clip.weights import file_digest, load_clip
     from ptnl.pocket import pretrain, world
     classes = sorted(world.DOWNSTREAM_CLASSES)
     return {
@@ -267,6 +269,11 @@ def ship_world(weights, record):
 def weights_file(cache_root=None):
     """The pocket CLIP's weights file (``MODEL.BACKBONE.NAME pocket``): the shipped one."""
     return build(cache_root)["weights"]
+
+
+@register_weights("pocket")
+def _pocket_weights():
+    return weights_file()
 
 
 # ----------------------------------------------------------------------------- evaluation helpers
@@ -293,7 +300,7 @@ def read_split(root, split="test"):
 
 def image_features(model, paths, batch_size=200):
     """L2-normalised image features [N, D] of ``paths`` under the test transform."""
-    from ptnl.zeroshot import image_features as encoded
+    from ptnl.clip.features import image_features as encoded
     return encoded(lambda x: model.encode_image(x.type(model.dtype)), paths,
                    test_transform(model.visual.input_resolution), model.logit_scale.device, batch_size)
 
@@ -303,7 +310,7 @@ def zero_shot_accuracy(model, root, template=TEMPLATE, split="test", classnames=
     class prompts ``template.format(name)``; ``classnames`` overrides the prompts' names (label k
     is scored against ``classnames[k]``)."""
     import torch
-    from ptnl.zeroshot import text_classifier
+    from ptnl.clip.features import text_classifier
     paths, labels, names = read_split(root, split)
     text = text_classifier(model, classnames or names, [template])
     pred = (image_features(model, paths) @ text.t()).argmax(dim=1)

@@ -66,8 +66,8 @@ def augment(x, gen, crop_p):
 
 def encode_text(model, tokens):
     """CLIP's ``encode_text`` on only the positions up to the last end-of-text token (the
-    transformer is causal: identical features), as ``ptnl.clip_backbone.TextEncoder`` does."""
-    from ptnl.clip_backbone import TextEncoder
+    transformer is causal: identical features), as ``ptnl.clip.text.TextEncoder`` does."""
+    from ptnl.clip.text import TextEncoder
     return TextEncoder(model)(model.token_embedding(tokens), tokens)
 
 

@@ -11,9 +11,6 @@ Images are drawn a batch at a time: every function below works on [n, H, W] arra
 parameter draw per image (shape [n, 1, 1]).
 """
 import contextlib
-import json
-import os
-import os.path as osp
 
 import numpy as np
 
@@ -636,28 +633,18 @@ def make_dtd(root, classes=DOWNSTREAM_CLASSES, per_class=100, size=64, seed=0, q
 
 def _write_dtd(root, classes, per_class, size, seed, quality, sepia_range):
     from PIL import Image
-    ddir = osp.join(root, "dtd")
-    split = {"train": [], "val": [], "test": []}
-    for label, name in enumerate(sorted(classes)):
-        cdir = osp.join(ddir, "images", name)
-        os.makedirs(cdir, exist_ok=True)
-        style = class_style(seed, label)
-        rels = []
-        for i in range(per_class):
-            rng = np.random.default_rng([seed, 2, label, i])
-            side = int(rng.integers(size, size * 3 // 2 + 1))
-            fg, bg = styled_colours(rng, style)
-            img, _ = draw(rng, name, 1, side, photo=True, fg=fg, bg=bg, zoom_range=style["zoom_range"])
-            if sepia_range:
-                img = sepia(img, rng.uniform(sepia_range[0], sepia_range[1], 1))
-            fname = "{}_{:04d}.jpg".format(name, i + 1)
-            Image.fromarray((img[0] * 255 + 0.5).astype(np.uint8)).save(
-                osp.join(cdir, fname), quality=int(rng.integers(quality[0], quality[1] + 1)))
-            rels.append("{}/{}".format(name, fname))
-        n_train, n_val = round(per_class * 0.5), round(per_class * 0.2)
-        split["train"] += [[r, label, name] for r in rels[:n_train]]
-        split["val"] += [[r, label, name] for r in rels[n_train:n_train + n_val]]
-        split["test"] += [[r, label, name] for r in rels[n_train + n_val:]]
-    with open(osp.join(ddir, "split_zhou_DescribableTextures.json"), "w") as f:
-        json.dump(split, f, indent=4)
-    return ddir
+    from ptnl.data.splits import write_dtd_layout
+    styles = {}
+
+    def photo(label, name, i):
+        style = styles.setdefault(label, class_style(seed, label))
+        rng = np.random.default_rng([seed, 2, label, i])
+        side = int(rng.integers(size, size * 3 // 2 + 1))
+        fg, bg = styled_colours(rng, style)
+        img, _ = draw(rng, name, 1, side, photo=True, fg=fg, bg=bg, zoom_range=style["zoom_range"])
+        if sepia_range:
+            img = sepia(img, rng.uniform(sepia_range[0], sepia_range[1], 1))
+        image = Image.fromarray((img[0] * 255 + 0.5).astype(np.uint8))
+        return image, {"quality": int(rng.integers(quality[0], quality[1] + 1))}
+
+    return write_dtd_layout(root, sorted(classes), per_class, photo)

@@ -5,8 +5,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ptnl.models import ImageClassifier, LinearHead
-from ptnl.trainer_base import PTNLTrainerBase
+from ptnl.clip.heads import ImageClassifier, LinearHead
+from ptnl.clip.weights import BackboneError, WeightsNotFoundError, downloads_off
+from ptnl.io import get_logger
+from ptnl.trainers.base import PTNLTrainerBase
+from ptnl.trainers.registry import register_trainer
+
+log = get_logger(__name__)
 
 SEARCH_GRID = [10.0 ** k for k in range(-2, 5)]
 
@@ -19,6 +24,7 @@ def fit_logistic_regression(x, y, c, max_iter=1000):
     return clf
 
 
+@register_trainer
 class LinearProbe(PTNLTrainerBase):
     """Logistic regression on L2-normalised CLIP image features of the (noisy) few-shot set,
     un-augmented (the test transform). TRAINER.LINEAR_PROBE.C, or chosen on the val split."""
@@ -36,7 +42,7 @@ class LinearProbe(PTNLTrainerBase):
 
     def fit(self):
         opts = self.cfg.TRAINER.LINEAR_PROBE
-        train = self.dm.dataset.train_x
+        train = self.train_items
         x = self.cached_features("train", train).numpy()
         y = np.array([d.label for d in train])
         c = opts.C
@@ -46,9 +52,9 @@ class LinearProbe(PTNLTrainerBase):
             scores = {cc: (fit_logistic_regression(x, y, cc, opts.MAX_ITER).predict(xv) == yv).mean()
                       for cc in SEARCH_GRID}
             c = max(SEARCH_GRID, key=lambda cc: (scores[cc], -abs(np.log10(cc) - np.log10(opts.C))))
-            print("Linear probe: val accuracy by C: {}".format(
+            log.info("Linear probe: val accuracy by C: {}".format(
                 ", ".join("{:g}: {:.1f}%".format(cc, 100 * v) for cc, v in scores.items())))
-        print("Linear probe: logistic regression with C = {:g} on {} samples".format(c, len(y)))
+        log.info("Linear probe: logistic regression with C = {:g} on {} samples".format(c, len(y)))
         clf = fit_logistic_regression(x, y, c, opts.MAX_ITER)
         weight = torch.zeros(self.dm.num_classes, x.shape[1])
         bias = torch.full((self.dm.num_classes,), -1e4)  # classes absent from training never win
@@ -65,6 +71,7 @@ class LinearProbe(PTNLTrainerBase):
         return record
 
 
+@register_trainer
 class ImageNetFT(PTNLTrainerBase):
     """A torchvision ResNet with ImageNet weights, every layer fine-tuned, new final layer.
     MODEL.BACKBONE.NAME: a torchvision architecture name (its IMAGENET1K_V1 weights, downloaded
@@ -81,7 +88,6 @@ def build_imagenet_resnet(name_or_path, arch, num_classes):
     import os.path as osp
 
     import torchvision
-    from ptnl.clip_backbone import BackboneError, WeightsNotFoundError, _offline
     archs = [a for a in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")]
     if osp.isfile(osp.expanduser(name_or_path)):
         if arch not in archs:
@@ -89,11 +95,11 @@ def build_imagenet_resnet(name_or_path, arch, num_classes):
         model = getattr(torchvision.models, arch)()
         state = torch.load(osp.expanduser(name_or_path), map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        print("Loaded ImageNet weights for {} from {}".format(arch, name_or_path))
+        log.info("Loaded ImageNet weights for {} from {}".format(arch, name_or_path))
     elif name_or_path in archs:
         weights = torchvision.models.get_model_weights(name_or_path).IMAGENET1K_V1
         target = osp.join(torch.hub.get_dir(), "checkpoints", osp.basename(weights.url))
-        if not osp.isfile(target) and _offline():
+        if not osp.isfile(target) and downloads_off():
             raise WeightsNotFoundError('ImageNet weights of {} not found at "{}" and downloads are off '
                                        "(PTNL_OFFLINE). Download {} there, or pass a weights file as "
                                        "MODEL.BACKBONE.NAME.".format(name_or_path, target, weights.url))

@@ -1,9 +1,14 @@
 """Prompt trainers: PTNL (CoOp context), FullPromptTuning (context and class-name tokens),
 CLSTuning (class-name tokens under a fixed "a photo of a" template)."""
-from ptnl.prompts import PromptCLIP, PromptLearner
-from ptnl.trainer_base import PTNLTrainerBase
+from ptnl.clip.prompts import PromptCLIP, PromptLearner
+from ptnl.io import get_logger
+from ptnl.trainers.base import PTNLTrainerBase
+from ptnl.trainers.registry import register_trainer
+
+log = get_logger(__name__)
 
 
+@register_trainer
 class PTNL(PTNLTrainerBase):
     """Trains CoOp's context vectors; everything of CLIP stays frozen."""
 
@@ -13,15 +18,15 @@ class PTNL(PTNLTrainerBase):
     def build_model(self):
         opts = self.cfg.TRAINER.PTNL
         clip_model = self.load_clip_model()
-        print("Building custom CLIP")
-        print("Initializing {} context".format("class-specific" if opts.CSC else "a generic"))
+        log.info("Building custom CLIP")
+        log.info("Initializing {} context".format("class-specific" if opts.CSC else "a generic"))
         learner = PromptLearner(self.dm.dataset.classnames, clip_model,
                                 n_ctx=opts.N_CTX, ctx_init=self.FIXED_TEMPLATE or opts.CTX_INIT, csc=opts.CSC,
                                 position=opts.CLASS_TOKEN_POSITION, learn_ctx=self.LEARN_CTX,
                                 learn_names=self.LEARN_NAMES)
         self.model = PromptCLIP(learner, clip_model)
         self.model.text_encoder.truncate = self.cfg.TRAINER.PTNL.TRUNCATE_TEXT
-        print("Turning off gradients in both the image and the text encoder")
+        log.info("Turning off gradients in both the image and the text encoder")
         self.freeze_all_but(self.model, ["prompt_learner.ctx"] * self.LEARN_CTX
                             + ["prompt_learner.name_emb"] * self.LEARN_NAMES)
         self.model.to(self.device)
@@ -31,12 +36,14 @@ class PTNL(PTNLTrainerBase):
         return ("token_prefix", "token_suffix")
 
 
+@register_trainer
 class FullPromptTuning(PTNL):
     """Context vectors and the class-name token embeddings are both trained."""
 
     LEARN_NAMES = True
 
 
+@register_trainer
 class CLSTuning(PTNL):
     """Only the class-name token embeddings are trained, under the fixed template "a photo of a"."""
 

@@ -4,13 +4,18 @@ import numpy as np
 import torch
 
 from ptnl import compat
-from ptnl.clip_backbone import load_clip
+from ptnl.clip.features import zeroshot_logits
+from ptnl.clip.templates import template_set
+from ptnl.clip.weights import load_clip
+from ptnl.io import get_logger
 from ptnl.pseudo import pseudo_label_report, pseudo_labels, select_per_class
-from ptnl.templates import template_set
 from ptnl.trainers.prompt_tuning import PTNL
-from ptnl.zeroshot import zeroshot_logits
+from ptnl.trainers.registry import register_trainer
+
+log = get_logger(__name__)
 
 
+@register_trainer
 class UPL(PTNL):
     """Pseudo-labels the whole training split with zero-shot CLIP (one or several backbones,
     probabilities averaged; the dataset's template or an ensemble), keeps K per pseudo-class
@@ -45,13 +50,13 @@ class UPL(PTNL):
         names = dataset.classnames
         train = [compat.Datum(impath=pool[i].impath, label=int(pseudo[i]), classname=names[pseudo[i]])
                  for i in chosen]
-        print("UPL: {} pseudo-labelled images selected ({} per class, {})".format(len(train), k, opts.SELECTION))
+        log.info("UPL: {} pseudo-labelled images selected ({} per class, {})".format(len(train), k, opts.SELECTION))
         # ground truth, for diagnostics and the record only
         true = np.array([d.label for d in pool])
         self.upl_record = pseudo_label_report(true, pseudo, chosen, len(names), k)
         self.upl_record.update(selection=opts.SELECTION, num_per_class=k, templates=opts.TEMPLATES,
                                backbones=self.pseudo_backbones())
-        print("UPL: pseudo-label accuracy {:.1f}% on the training split, {:.1f}% on the selection".format(
+        log.info("UPL: pseudo-label accuracy {:.1f}% on the training split, {:.1f}% on the selection".format(
             self.upl_record["pseudo_label_accuracy"], self.upl_record["selection_accuracy"]))
         return train, [int(true[i]) for i in chosen], None
 

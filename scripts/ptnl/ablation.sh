@@ -23,4 +23,4 @@ for CONFIG in ${CONFIGS}; do
 done
 echo
 DIRS=(); for CONFIG in ${CONFIGS}; do DIRS+=("${OUT}/${DATASET}/${CONFIG}/${BACKBONE}"); done
-"${PYTHON:-python}" -m ptnl.results --pivot "${DIRS[@]}"
+"${PYTHON:-python}" -m ptnl.report --pivot "${DIRS[@]}"

@@ -20,4 +20,4 @@ for NCTX in ${NCTXS}; do
   done
 done
 echo
-"${PYTHON:-python}" -m ptnl.results --pivot "${OUT}/${DATASET}/PTNL/${BACKBONE}"
+"${PYTHON:-python}" -m ptnl.report --pivot "${OUT}/${DATASET}/PTNL/${BACKBONE}"

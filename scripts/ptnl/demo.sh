@@ -39,7 +39,7 @@ for SPEC in ZeroshotCLIP:ce LinearProbe:ce ClassifierR:ce PTNL:ce PTNL:gce; do
 done
 echo
 if "$PYTHON" -c "import matplotlib" 2>/dev/null; then
-  "$PYTHON" -m ptnl.results --pivot --plot "$OUT/demo.png" "$OUT/dtd"
+  "$PYTHON" -m ptnl.report --pivot --plot "$OUT/demo.png" "$OUT/dtd"
 else
-  "$PYTHON" -m ptnl.results --pivot "$OUT/dtd"
+  "$PYTHON" -m ptnl.report --pivot "$OUT/dtd"
 fi

@@ -71,5 +71,5 @@ for SHOT in ${SHOTS}; do
 done
 if [ "${SUMMARY:-1}" != 0 ] && [ "${DRY_RUN:-0}" != 1 ]; then
   echo
-  "$PYTHON" -m ptnl.results "${RUN_DIRS[@]}"
+  "$PYTHON" -m ptnl.report "${RUN_DIRS[@]}"
 fi

@@ -93,4 +93,4 @@ for P in "${PLAN[@]}"; do   # the sweep's <loss>[/<variant>] folders, so other s
   if [ -d "$D" ] && [ -z "${SEEN[$D]:-}" ]; then SEEN[$D]=1; DIRS+=("$D"); fi
 done
 if [ ${#DIRS[@]} -eq 0 ]; then echo "[sweep] no runs to summarise" >&2; exit 1; fi
-"${PYTHON:-python}" -m ptnl.results --pivot --plot "${OUT}/${DATASET}_sweep.png" "${DIRS[@]}"
+"${PYTHON:-python}" -m ptnl.report --pivot --plot "${OUT}/${DATASET}_sweep.png" "${DIRS[@]}"

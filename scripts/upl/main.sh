@@ -28,7 +28,7 @@ TRAINER=UPL VARIANT=${VARIANT} SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" 
   TRAINER.UPL.SELECTION "${SELECTION}" TRAINER.UPL.TEMPLATES "${TEMPLATES}" "${BB_OPT[@]}" "$@"
 SEEDS=1 TRAINER=ZeroshotCLIP SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 ce "$@"
 echo
-"$PYTHON" -m ptnl.ensemble "${OUT}/${DATASET}/UPL/${BACKBONE}/sym-swap-0.0/${LOSS}/${VARIANT}"
+"$PYTHON" -m ptnl.report.ensemble "${OUT}/${DATASET}/UPL/${BACKBONE}/sym-swap-0.0/${LOSS}/${VARIANT}"
 echo
 echo "Zero-shot CLIP (reference):"
-"$PYTHON" -m ptnl.results "${OUT}/${DATASET}/ZeroshotCLIP/${BACKBONE}/sym-swap-0.0/ce"
+"$PYTHON" -m ptnl.report "${OUT}/${DATASET}/ZeroshotCLIP/${BACKBONE}/sym-swap-0.0/ce"

@@ -1,0 +1,95 @@
+"""Feature extraction for every evaluation: class text features from templates, L2-normalised
+image features (cached per weights digest, dataset, split, transform and image list) and
+zero-shot logits (cached per image)."""
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ptnl.clip.templates import class_prompts
+from ptnl.clip.text import normalize, tokenize
+from ptnl.clip.weights import weights_digest
+from ptnl.compat import read_image
+from ptnl.io import cache
+
+
+@torch.no_grad()
+def text_classifier(clip_model, classnames, templates):
+    """[C, D] L2-normalised text features; with several templates, the normalised mean of the
+    normalised per-template features (CLIP's prompt ensembling)."""
+    if isinstance(templates, str):
+        templates = [templates]
+    device = clip_model.logit_scale.device
+    feats = []
+    for template in templates:
+        f = clip_model.encode_text(tokenize(class_prompts(template, classnames)).to(device)).float()
+        feats.append(normalize(f))
+    w = torch.stack(feats).mean(0)
+    return normalize(w)
+
+
+class _Images(Dataset):
+    def __init__(self, paths, transform, reader):
+        self.paths, self.transform, self.reader = paths, transform, reader
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.transform(self.reader(self.paths[i]))
+
+
+@torch.no_grad()
+def image_features(encode_image, paths, transform, device, batch_size=100, num_workers=0,
+                   desc="image features"):
+    """[N, D] L2-normalised features ``encode_image(batch)`` of the image files ``paths``.
+    The loader has its own generator: extracting (or not, on a cache hit) never moves the
+    global torch RNG, so training after it is the same either way."""
+    loader = DataLoader(_Images(list(paths), transform, read_image), batch_size=batch_size,
+                        num_workers=num_workers, generator=torch.Generator())
+    out = []
+    for x in tqdm(loader, desc=desc, disable=len(loader) < 2):
+        f = encode_image(x.to(device)).float()
+        out.append(normalize(f).cpu())
+    return torch.cat(out)
+
+
+def cached_image_features(encode_image, weights_path, dataset, split, paths, transform, device,
+                          batch_size=100, num_workers=0, use_cache=True):
+    """``image_features`` of a deterministic view (test transform) of ``paths``, computed once per
+    (weights digest, dataset, split, transform, image list) and then read from the cache."""
+    if not use_cache:
+        return image_features(encode_image, paths, transform, device, batch_size, num_workers,
+                              desc="features of the {} split".format(split))
+    digest = cache.cache_key(paths=list(paths))
+    key = cache.cache_key(kind="image_features", weights=weights_digest(weights_path), dataset=dataset,
+                          split=split, transform=repr(transform), images=digest)
+    stored = cache.load(key)
+    if stored is None:
+        stored = image_features(encode_image, paths, transform, device, batch_size, num_workers,
+                                desc="features of the {} split".format(split))
+        cache.save(key, stored)
+    return stored
+
+
+@torch.no_grad()
+def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
+                    num_workers=0):
+    """[N, C] zero-shot logits (logit_scale x cosine) of the images ``paths``. Rows are cached
+    per image under a key of (weights digest, dataset, templates, classnames, transform): images
+    already cached are not recomputed, new ones are added."""
+    key = cache.cache_key(kind="zeroshot_logits", weights=weights_digest(clip_model.weights_path),
+                          dataset=dataset, templates=templates, classnames=list(classnames),
+                          transform=repr(transform))
+    stored = cache.load(key) or {"paths": [], "logits": torch.zeros(0, len(classnames))}
+    index = {p: i for i, p in enumerate(stored["paths"])}
+    missing = [p for p in dict.fromkeys(paths) if p not in index]
+    if missing:
+        w = text_classifier(clip_model, classnames, templates).cpu()
+        feats = image_features(lambda x: clip_model.encode_image(x.type(clip_model.dtype)), missing,
+                               transform, clip_model.logit_scale.device, batch_size, num_workers,
+                               desc="zero-shot CLIP on {} images".format(len(missing)))
+        new = clip_model.logit_scale.exp().float().cpu() * feats @ w.t()
+        stored = {"paths": stored["paths"] + missing, "logits": torch.cat([stored["logits"], new])}
+        cache.save(key, stored)
+        index = {p: i for i, p in enumerate(stored["paths"])}
+    return stored["logits"][[index[p] for p in paths]]

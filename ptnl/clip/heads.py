@@ -1,0 +1,79 @@
+"""CLIP-based classifier heads the trainers tune: CLIP's text classifier (scaled cosines), a
+linear head on frozen image features, and CLIP with a trainable text encoder on fixed class
+prompts. (Prompt learners are in ``ptnl.clip.prompts``.)"""
+import torch
+import torch.nn as nn
+
+from ptnl.clip.text import TextEncoder, normalize, tokenize
+
+
+class TextClassifier:
+    """CLIP's classification head for models that define ``text_features()`` (normalised [C, D]):
+    logits are ``logit_scale`` times the cosine of image and text features."""
+
+    def classifier(self):
+        """features [B, D] -> logits, with the text features computed once: evaluating many
+        batches of cached features costs one text-encoder pass, not one per batch."""
+        text = self.text_features().t()
+        scale = self.logit_scale.exp()
+        return lambda features: scale * normalize(features).type(self.dtype) @ text
+
+    def logits_from_features(self, features):
+        """Logits from image-encoder features [B, D] (e.g. cached ones)."""
+        return self.classifier()(features)
+
+    def forward(self, image):
+        return self.logits_from_features(self.image_encoder(image.type(self.dtype)))
+
+
+class LinearHead(nn.Module):
+    """logits = scale * normalize(f) @ W^T + b, W [C, D]. Initialised from text features it
+    is zero-shot CLIP (Classifier-C); from random weights, Classifier-R."""
+
+    def __init__(self, weight, scale):
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone().float())
+        self.bias = nn.Parameter(torch.zeros(weight.shape[0]))
+        self.register_buffer("scale", torch.as_tensor(float(scale)))
+
+    def forward(self, features):
+        return self.scale * normalize(features.float()) @ self.weight.t() + self.bias
+
+
+class ImageClassifier(nn.Module):
+    """Frozen CLIP image encoder followed by a head."""
+
+    def __init__(self, clip_model, head):
+        super().__init__()
+        self.image_encoder = clip_model.visual
+        self.head = head
+        self.dtype = clip_model.dtype
+
+    def classifier(self):
+        return self.head
+
+    def logits_from_features(self, features):
+        return self.head(features)
+
+    def forward(self, image):
+        with torch.no_grad():
+            feats = self.image_encoder(image.type(self.dtype))
+        return self.head(feats)
+
+
+class TextTunedCLIP(TextClassifier, nn.Module):
+    """CLIP whose text encoder (transformer, positional embedding, final norm, projection) is
+    trained on fixed class prompts; token embeddings and image encoder stay frozen."""
+
+    def __init__(self, clip_model, prompts):
+        super().__init__()
+        self.image_encoder = clip_model.visual
+        self.token_embedding = clip_model.token_embedding
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+        self.register_buffer("tokenized_prompts", tokenize(prompts), persistent=False)
+
+    def text_features(self):
+        emb = self.token_embedding(self.tokenized_prompts).type(self.dtype)
+        return normalize(self.text_encoder(emb, self.tokenized_prompts))

@@ -1,0 +1,136 @@
+"""Prompt learners: CoOp's learnable context around fixed class-name tokens."""
+import functools
+
+import torch
+import torch.nn as nn
+
+from ptnl.clip.heads import TextClassifier
+from ptnl.clip.templates import class_text
+from ptnl.clip.text import TextEncoder, normalize, tokenize
+from ptnl.io import get_logger
+
+log = get_logger(__name__)
+
+POSITIONS = ("end", "middle", "front")
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    from clip.simple_tokenizer import SimpleTokenizer
+    return SimpleTokenizer()
+
+
+def _bpe_len(text):
+    """Number of BPE tokens of ``text`` (without start/end tokens)."""
+    return len(_tokenizer().encode(text))
+
+
+def prompt_texts(classnames, prefix):
+    """The text of each class prompt: ``"<prefix> <class name>."`` (underscores become spaces)."""
+    names = [class_text(name) for name in classnames]
+    return [" ".join(p for p in (prefix, name) if p) + "." for name in names], names
+
+
+def assemble_prompts(prefix, ctx, suffix, name_lens, position="end"):
+    """Token embeddings [C, L, D] of the prompts of C classes.
+
+    ``prefix`` [C, 1, D] is the start-of-text token, ``ctx`` [C, n, D] the context, ``suffix``
+    [C, L-1-n, D] the class-name tokens followed by ".", end-of-text and padding; ``name_lens[i]``
+    is the token count of class i's name. ``end``: SOS ctx name . EOS; ``front``: SOS name ctx . EOS;
+    ``middle``: SOS ctx[:n//2] name ctx[n//2:] . EOS.
+    """
+    if position == "end":
+        return torch.cat([prefix, ctx, suffix], dim=1)
+    if position not in POSITIONS:
+        raise ValueError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
+    half = ctx.shape[1] // 2
+    prompts = []
+    for i, n in enumerate(name_lens):
+        name, rest = suffix[i:i + 1, :n], suffix[i:i + 1, n:]
+        if position == "middle":
+            parts = [prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest]
+        else:
+            parts = [prefix[i:i + 1], name, ctx[i:i + 1], rest]
+        prompts.append(torch.cat(parts, dim=1))
+    return torch.cat(prompts, dim=0)
+
+
+class PromptLearner(nn.Module):
+    """CoOp's context vectors: shared ([n, D]) or class-specific ([C, n, D]), initialised from
+    N(0, 0.02) or from the embeddings of ``ctx_init`` words.
+
+    ``learn_ctx`` makes the context trainable (PTNL); ``learn_names`` makes the class-name token
+    embeddings trainable too (Full-Prompt-Tuning), or alone with a fixed ``ctx_init`` template
+    (CLS-Tuning). Start, end and padding tokens always stay fixed."""
+
+    def __init__(self, classnames, clip_model, n_ctx=16, ctx_init="", csc=False, position="end",
+                 learn_ctx=True, learn_names=False):
+        super().__init__()
+        if position not in POSITIONS:
+            raise ValueError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
+        if n_ctx < 0:
+            raise ValueError("N_CTX must be >= 0, got {}".format(n_ctx))
+        dtype = clip_model.dtype
+        dim = clip_model.ln_final.weight.shape[0]
+        n_cls = len(classnames)
+        ctx_init = ctx_init.replace("_", " ").strip()
+        if ctx_init:
+            n_ctx = _bpe_len(ctx_init)
+            with torch.no_grad():
+                emb = clip_model.token_embedding(tokenize([ctx_init])).type(dtype)
+            init = emb[0, 1:1 + n_ctx]
+            ctx = init.unsqueeze(0).repeat(n_cls, 1, 1) if csc else init.clone()
+            prefix_text = ctx_init
+        else:
+            shape = (n_cls, n_ctx, dim) if csc else (n_ctx, dim)
+            ctx = torch.empty(*shape, dtype=dtype)
+            nn.init.normal_(ctx, std=0.02)
+            prefix_text = " ".join(["X"] * n_ctx)
+        log.info('Initial context: "{}"'.format(prefix_text))
+        log.info("Number of context words (tokens): {}".format(n_ctx))
+        self.ctx = nn.Parameter(ctx, requires_grad=learn_ctx)
+        texts, names = prompt_texts(classnames, prefix_text)
+        tokenized = tokenize(texts)
+        with torch.no_grad():
+            embedding = clip_model.token_embedding(tokenized).type(dtype)
+        self.register_buffer("token_prefix", embedding[:, :1, :])
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:, :])
+        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
+        self.n_cls, self.n_ctx, self.position = n_cls, n_ctx, position
+        self.name_lens = [_bpe_len(name) for name in names]
+        self.prompt_texts = texts
+        self.learn_names = learn_names
+        if learn_names:  # [C, Lmax, D]: row i's first name_lens[i] positions are class i's name
+            lmax = max(self.name_lens)
+            self.name_emb = nn.Parameter(embedding[:, 1 + n_ctx:1 + n_ctx + lmax, :].clone())
+            mask = torch.arange(lmax)[None, :] < torch.tensor(self.name_lens)[:, None]
+            self.register_buffer("name_mask", mask[..., None], persistent=False)
+
+    def suffix(self):
+        """Class-name tokens, ".", end-of-text and padding: [C, L-1-n_ctx, D]."""
+        if not self.learn_names:
+            return self.token_suffix
+        lmax = self.name_emb.shape[1]
+        head = torch.where(self.name_mask, self.name_emb, self.token_suffix[:, :lmax])
+        return torch.cat([head, self.token_suffix[:, lmax:]], dim=1)
+
+    def forward(self):
+        ctx = self.ctx
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        return assemble_prompts(self.token_prefix, ctx, self.suffix(), self.name_lens, self.position)
+
+
+class PromptCLIP(TextClassifier, nn.Module):
+    """Frozen CLIP image and text encoders around a prompt learner; logits are scaled cosines."""
+
+    def __init__(self, prompt_learner, clip_model):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.image_encoder = clip_model.visual
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+
+    def text_features(self):
+        return normalize(self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts))

@@ -1,0 +1,59 @@
+"""Zero-shot prompt templates per dataset (CoOp's ``CUSTOM_TEMPLATES`` in trainers/zsclip.py)."""
+
+# Keyed by DATASET.NAME; ``{}`` takes the class name with underscores turned into spaces.
+CUSTOM_TEMPLATES = {
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "{} texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a photo of {}, a type of food.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+}
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def dataset_template(dataset_name):
+    """The zero-shot template of a dataset (CoOp's), "a photo of a {}." for unknown names."""
+    return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+
+
+def class_text(classname):
+    """A class name as prompts say it: underscores become spaces."""
+    return classname.replace("_", " ")
+
+
+def class_prompts(template, classnames):
+    """The prompt of each class: ``template`` filled with the class name as text."""
+    return [template.format(class_text(name)) for name in classnames]
+
+# The 7 ImageNet templates CLIP's prompt-engineering notebook recommends (CoOp's
+# IMAGENET_TEMPLATES_SELECT); CoOp's ZeroshotCLIP2 adds the dataset's own template.
+IMAGENET_TEMPLATES_SELECT = [
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+]
+
+
+def template_set(dataset_name, which="dataset"):
+    """``dataset``: the dataset's template; ``ensemble``: the 7 selected ImageNet templates plus
+    the dataset's own (except for ImageNet, as CoOp's ZeroshotCLIP2)."""
+    if which == "dataset":
+        return [dataset_template(dataset_name)]
+    if which == "ensemble":
+        extra = [] if dataset_name == "ImageNet" else [dataset_template(dataset_name)]
+        return IMAGENET_TEMPLATES_SELECT + extra
+    raise ValueError("Template set must be 'dataset' or 'ensemble' (TRAINER.UPL.TEMPLATES), got {!r}".format(which))

@@ -1,0 +1,169 @@
+"""CLIP by name or by file: one loader for every trainer.
+
+Names are OpenAI's releases (downloaded into ``clip_cache_dir()`` unless downloads are off) or
+local weights registered with ``register_weights``: a function that returns the weights file
+(building it on first use). The loader knows no local name itself; ``ptnl.pocket`` registers
+``pocket`` when imported (``ptnl.plugins`` imports it for the trainers and ``train.py``).
+"""
+import hashlib
+import os
+import os.path as osp
+import warnings
+import zipfile
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+from ptnl.io import cache
+from ptnl.registry import Registry
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # openai-clip imports the deprecated pkg_resources
+    from clip import clip as _clip_module
+    from clip.model import build_model
+
+# Pretrained weights by name: the OpenAI release (url, whose path holds the file's sha256).
+PRETRAINED = dict(_clip_module._MODELS)
+
+
+class BackboneError(ValueError):
+    """An unknown backbone name or unusable weights file."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Named CLIP weights are not cached and cannot be downloaded."""
+
+
+# Weights this project builds itself, by name: a function returning the file (built on first use).
+LOCAL_WEIGHTS = Registry("local weights", "MODEL.BACKBONE.NAME", error=BackboneError)
+
+
+def register_weights(name: str) -> Callable:
+    """Decorator: ``fn() -> path`` provides the weights file of the local backbone ``name``."""
+    return LOCAL_WEIGHTS.register(name)
+
+
+def available_models() -> List[str]:
+    """Every CLIP name ``load_clip`` accepts: OpenAI's, then the registered local ones."""
+    return list(PRETRAINED.keys()) + LOCAL_WEIGHTS.names()
+
+
+def clip_cache_dir() -> str:
+    """Where named weights are downloaded and looked up (openai-clip's default folder)."""
+    return os.environ.get("PTNL_CLIP_DIR") or osp.expanduser("~/.cache/clip")
+
+
+def downloads_off() -> bool:
+    """True when nothing may be downloaded (PTNL_OFFLINE or HF_HUB_OFFLINE set, not 0)."""
+    return os.environ.get("PTNL_OFFLINE", "") not in ("", "0") or \
+        os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def resolve_weights(name_or_path: str) -> str:
+    """Path of the weights file of a CLIP.
+
+    Args:
+        name_or_path: an OpenAI name (downloaded into the cache when absent), a registered local
+            name (built on first use) or a file path.
+
+    Raises ``BackboneError`` for an unknown name and ``WeightsNotFoundError`` when the file is
+    missing and cannot be fetched.
+    """
+    if osp.isfile(osp.expanduser(name_or_path)):
+        return osp.abspath(osp.expanduser(name_or_path))
+    if name_or_path in LOCAL_WEIGHTS:
+        return LOCAL_WEIGHTS[name_or_path]()
+    if name_or_path not in PRETRAINED:
+        if os.sep in name_or_path or name_or_path.endswith((".pt", ".pth", ".bin")):
+            raise BackboneError('CLIP weights file "{}" does not exist (MODEL.BACKBONE.NAME)'.format(name_or_path))
+        raise BackboneError("Unknown backbone {!r} (MODEL.BACKBONE.NAME): expected one of {} or a path "
+                            "to a weights file".format(name_or_path, ", ".join(available_models())))
+    url = PRETRAINED[name_or_path]
+    root = clip_cache_dir()
+    target = osp.join(root, osp.basename(url))
+    if osp.isfile(target):
+        return target
+    how = ('Download {} and place it at "{}" (or set PTNL_CLIP_DIR to the folder holding it, or '
+           "pass the file path as MODEL.BACKBONE.NAME).".format(url, target))
+    if downloads_off():
+        raise WeightsNotFoundError('CLIP weights for {} not found at "{}" and downloads are off '
+                                   "(PTNL_OFFLINE). {}".format(name_or_path, target, how))
+    try:
+        return _clip_module._download(url, root)  # checks the sha256 in the url
+    except Exception as e:
+        raise WeightsNotFoundError('CLIP weights for {} not found at "{}" and the download failed '
+                                   "({}). {}".format(name_or_path, target, e, how)) from e
+
+
+def _is_torchscript(path):
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """State dict of a TorchScript CLIP archive or of a saved state dict."""
+    if _is_torchscript(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load is deprecated, still the format
+            return torch.jit.load(path, map_location="cpu").state_dict()
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BackboneError('Cannot read CLIP weights from "{}": neither a TorchScript archive nor a '
+                            "state dict ({})".format(path, e)) from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or "text_projection" not in sd:
+        raise BackboneError('"{}" is not a CLIP state dict (no text_projection)'.format(path))
+    return sd
+
+
+def file_digest(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file: the identity of a weights file in cache keys."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_DIGESTS: Dict[Tuple, str] = {}
+
+
+def weights_digest(path: str) -> str:
+    """sha256 of a weights file, memoised (in memory and in the cache folder) on its path, size
+    and modification time, so a run does not re-read hundreds of MB to name its cache entries."""
+    st = os.stat(path)
+    memo = (osp.abspath(path), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        key = cache.cache_key(kind="file_digest", path=memo[0], size=memo[1], mtime_ns=memo[2])
+        stored = cache.load(key)
+        if stored is None:
+            stored = {"sha256": file_digest(path)}
+            cache.save(key, stored)
+        _DIGESTS[memo] = stored["sha256"]
+    return _DIGESTS[memo]
+
+
+def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):
+    """CLIP (``clip.model.CLIP``) in eval mode, frozen-ready, with ``weights_path`` set.
+
+    Args:
+        name_or_path: see ``resolve_weights``.
+        device: where to put it.
+        prec: ``fp16`` keeps CLIP's half weights (CUDA only); fp32 and amp get fp32 weights. On
+            CPU it is always fp32.
+    """
+    path = resolve_weights(name_or_path)
+    model = build_model(read_state_dict(path))
+    if prec != "fp16" or torch.device(device).type != "cuda":
+        model = model.float()
+    model.weights_path = path
+    return model.to(device).eval()
+
+
+def effective_precision(prec: str, device) -> str:
+    """fp16 and amp need CUDA; elsewhere the run is fp32."""
+    return prec if torch.device(device).type == "cuda" else "fp32"

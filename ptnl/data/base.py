@@ -1,0 +1,60 @@
+"""The base of PTNL's dataset classes: CoOp's split files and few-shot caches, then label noise.
+
+A subclass names its folder, image folder, split file and template, and says how to build the
+split when the split file is absent. This base reads the split (or builds and saves it,
+``ptnl.data.splits``), draws the few-shot set exactly as Dassl does and reuses CoOp's few-shot
+pickles (``ptnl.data.fewshot``), and labels the training set through
+``ptnl.noise.label_training_set`` right after sampling, keeping every sample's true label.
+"""
+import os.path as osp
+
+from ptnl import compat
+from ptnl.clip.templates import dataset_template
+from ptnl.data.fewshot import FewShotCache
+from ptnl.data.splits import DatasetError, SplitFiles
+from ptnl.noise import label_training_set
+
+__all__ = ["DatasetError", "PTNLDatasetBase"]
+
+
+class PTNLDatasetBase(SplitFiles, FewShotCache, compat.DatasetBase):
+    dataset_dir = ""  # folder under DATASET.ROOT
+    image_dir = "images"  # split paths are relative to <dataset_dir>/<image_dir>
+    split_file = ""  # CoOp's split_zhou_<Name>.json, in the dataset folder
+    fewshot_val = True  # False: no few-shot val (ImageNet: val is the test list, cache holds train only)
+
+    def __init__(self, cfg):
+        root = osp.abspath(osp.expanduser(cfg.DATASET.ROOT))
+        self.dataset_dir = osp.join(root, type(self).dataset_dir)
+        self.image_dir = osp.join(self.dataset_dir, type(self).image_dir)
+        self.split_path = osp.join(self.dataset_dir, self.split_file)
+        if not osp.isdir(self.dataset_dir):
+            raise DatasetError(
+                'Dataset folder "{}" not found (DATASET.ROOT={!r} + "{}"); it should hold {}. Point '
+                '--root / DATA at the folder that contains "{}/".'.format(
+                    self.dataset_dir, cfg.DATASET.ROOT, type(self).dataset_dir, self.expected_contents(),
+                    type(self).dataset_dir))
+        train, val, test = self.read_splits()
+        self.full_train = train
+        num_shots = cfg.DATASET.NUM_SHOTS
+        if num_shots >= 1:
+            train, val = self.load_or_sample_fewshot(train, val, num_shots, cfg.SEED)
+        classes = sorted({(d.label, d.classname) for d in self.full_train})
+        lab2cname = dict(classes)
+        train, self.true_labels, self.noise_record = label_training_set(cfg, train, pool=self.full_train,
+                                                                        lab2cname=lab2cname)
+        super().__init__(train_x=train, val=val, test=test)
+        # classes come from the whole training split, so noise or few-shot gaps cannot drop one
+        self._num_classes = max(lab2cname) + 1
+        self._lab2cname = lab2cname
+        self._classnames = [lab2cname[k] for k in sorted(lab2cname)]
+
+    def set_training_set(self, items):
+        """Make ``items`` this dataset's ``train_x``: what a trainer trains on when it chose its own
+        training set (UPL's pseudo-labelled picks), so that ``dm.dataset.train_x`` tells the truth."""
+        self._train_x = items
+
+    @property
+    def template(self):
+        """The zero-shot template of this dataset (CoOp's, by registered name)."""
+        return dataset_template(type(self).__name__)

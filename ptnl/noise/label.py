@@ -1,0 +1,132 @@
+"""The one door of label noise into a training set.
+
+``label_training_set`` labels a run's training set with its DATASET.NOISE protocol (zero-shot
+scores for confusion noise included). It is called with the same arguments from the two places a
+training set is made: PTNL's dataset base right after few-shot sampling (with the full training
+split as the swap pool), and the trainer base for a dataset that added no noise (a CoOp fork's,
+no pool). ``noisy_items`` is its engine-free core over lists of Dassl ``Datum``.
+"""
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ptnl.noise.protocols import COUNT_RULE, check_protocol, flip_noise, swap_noise, transition_matrix
+from ptnl.noise.types import NoiseError, noise_type as _noise_type
+
+Result = Tuple[list, List[int], Optional[dict]]
+
+
+def label_training_set(cfg, items: Sequence, *, pool: Optional[Sequence], lab2cname: Dict[int, str]) -> Result:
+    """The training set of a run, labelled with its noise protocol.
+
+    Args:
+        cfg: the run's config (DATASET.NOISE.*, DATASET.NAME, DATASET.NUM_SHOTS, SEED; for
+            confusion noise also MODEL.BACKBONE.NAME and the loaders' settings).
+        items: the few-shot set (Dassl ``Datum``).
+        pool: the full training split swap draws replacements from; None when the dataset has
+            none (then only ``flip`` works).
+        lab2cname: label -> class name, of every class.
+
+    Returns ``(items to train on, their true labels, noise record or None)``: unchanged items and
+    no record at rate 0 (or without DATASET.NOISE); the record is ``noise.json``'s content.
+    """
+    noise = getattr(cfg.DATASET, "NOISE", None)
+    if noise is None or noise.RATE == 0:
+        return items, [d.label for d in items], None
+    if pool is None and noise.MODE == "swap":
+        raise NoiseError("DATASET.NOISE.MODE swap needs the full training split, which dataset {} does "
+                         "not expose (a PTNL dataset class does). Use DATASET.NOISE.MODE flip.".format(
+                             cfg.DATASET.NAME))
+    from ptnl import compat
+    from ptnl.noise.confusion import ConfusionScorer
+    classnames = [lab2cname[k] for k in sorted(lab2cname)]
+    return noisy_items(items, pool, rate=noise.RATE, noise_type=noise.TYPE, mode=noise.MODE, seed=cfg.SEED,
+                       num_classes=max(lab2cname) + 1, key=cfg.DATASET.NAME,
+                       make_item=lambda p, y, c: compat.Datum(impath=p, label=y, classname=c),
+                       classnames=lab2cname, score_fn=ConfusionScorer(cfg, classnames),
+                       num_shots=cfg.DATASET.NUM_SHOTS if cfg.DATASET.NUM_SHOTS > 0 else None)
+
+
+def noisy_items(items: Sequence, pool: Optional[Sequence], *, rate: float, noise_type: str, mode: str, seed: int,
+                num_classes: int, key: str, make_item: Callable, classnames: Optional[Dict[int, str]] = None,
+                score_fn: Optional[Callable] = None, num_shots: Optional[int] = None) -> Tuple[list, List[int], dict]:
+    """Apply a protocol to a few-shot list of Dassl ``Datum``.
+
+    Args:
+        items: the few-shot set S.
+        pool: the images swap may draw from (the full training split; items of S are left out
+            here), None when the dataset has none.
+        rate, noise_type, mode, seed: the protocol (DESIGN "Label noise").
+        num_classes: C. key: the dataset's name (seeds the protocol's generator).
+        make_item: ``make_item(impath, label, classname)`` builds a Datum.
+        classnames: label -> class name, for relabelled items.
+        score_fn: ``score_fn(impaths)`` returns zero-shot scores [len(impaths), C]; only types
+            with ``needs_scores`` (confusion) call it (on S for flip, on the pool for swap).
+        num_shots: K, for the record (default: the largest class).
+
+    Returns ``(new_items, true_labels, record)`` where ``record`` is the ``noise.json`` content.
+    """
+    check_protocol(rate, noise_type, mode)
+    needs_scores = _noise_type(noise_type).needs_scores
+    labels = [it.label for it in items]
+    names = dict(classnames or {})
+    for it in items:
+        names.setdefault(it.label, it.classname)
+
+    def scores_of(paths):
+        if score_fn is None:
+            raise NoiseError("Confusion noise needs zero-shot CLIP scores, and no scorer was given")
+        return np.asarray(score_fn(paths), dtype=np.float64)
+
+    fallback = np.zeros(len(items), dtype=bool)
+    if rate == 0:
+        new_items, true = list(items), list(labels)
+    elif mode == "flip":
+        scores = scores_of([it.impath for it in items]) if needs_scores else None
+        out = flip_noise(labels, rate, num_classes, seed, noise_type, key, scores=scores)
+        true = list(labels)
+        new_items = [it if not flip else make_item(it.impath, int(g), names.get(int(g), str(g)))
+                     for it, g, flip in zip(items, out["given"], out["noisy"])]
+    else:
+        if pool is None:
+            raise NoiseError("Swap noise needs the full training split to draw replacement images "
+                             "from; this dataset does not expose one. Use DATASET.NOISE.MODE flip.")
+        chosen = {it.impath for it in items}
+        pool = [p for p in pool if p.impath not in chosen]
+        scores = scores_of([p.impath for p in pool]) if needs_scores else None
+        out = swap_noise(labels, [p.label for p in pool], rate, num_classes, seed, noise_type, key,
+                         pool_scores=scores)
+        true = out["true"].tolist()
+        fallback = out["fallback"]
+        new_items = [it if s < 0 else make_item(pool[s].impath, it.label, it.classname)
+                     for it, s in zip(items, out["source"])]
+    given = [it.label for it in new_items]
+    n_noisy = sum(int(t != g) for t, g in zip(true, given))
+    per_class = {}
+    for t, g in zip(true, given):
+        entry = per_class.setdefault(int(g), {"shots": 0, "noisy": 0})
+        entry["shots"] += 1
+        entry["noisy"] += int(t != g)
+    shots = num_shots if num_shots is not None else max((v["shots"] for v in per_class.values()), default=0)
+    record = {
+        "type": noise_type, "mode": mode, "rate": rate, "seed": seed,
+        "realised_rate": n_noisy / max(len(given), 1),
+        "num_noisy": n_noisy, "num_samples": len(given), "num_shots": shots,
+        "rules": {
+            "count": COUNT_RULE,
+            "small_classes": "a class with fewer than K shots keeps all it has; swap replaces "
+                             "floor(rate * n + 0.5) of its n",
+            "pool": "swap draws from the training split outside the few-shot set, each image at most "
+                    "once; too few images is an error naming the classes left short",
+            "confusion_fallback": "swap/confusion: when no unused image has class c as its top wrong "
+                                  "class, the unused other-class image scoring highest for c is taken",
+        },
+        "small_classes": {str(k): v["shots"] for k, v in sorted(per_class.items()) if v["shots"] < shots},
+        "confusion_fallbacks": int(fallback.sum()),
+        "generator": "ptnl.noise ({} / {})".format(mode, noise_type),
+        "per_class": {str(k): v for k, v in sorted(per_class.items())},
+        "transition": transition_matrix(true, given, num_classes),
+        "samples": [{"impath": it.impath, "true_label": int(t), "label": int(g)}
+                    for it, t, g in zip(new_items, true, given)],
+    }
+    return new_items, [int(t) for t in true], record

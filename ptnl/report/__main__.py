@@ -1,0 +1,3 @@
+from ptnl.report.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Runs grouped by everything but the seed: mean and std of test accuracy, seeds found and missing."""
+from typing import Dict, Iterable, List
+
+import numpy as np
+
+from ptnl.runs.layout import setting_dir
+from ptnl.runs.read import GROUP_KEYS, SEED_FREE_TRAINERS
+
+STD_NAMES = {0: "population std (ddof=0, numpy's default, as CoOp's parse_test_res.py)",
+             1: "sample std (ddof=1)"}
+
+
+def _sort_key(values):
+    """Numbers numerically, then strings, then unknowns."""
+    return tuple((0, v, "") if isinstance(v, (int, float)) else (2, 0, "") if v is None else (1, 0, str(v))
+                 for v in values)
+
+
+def _seed_key(seed):
+    return _sort_key([seed])
+
+
+def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: int = 0) -> List[Dict]:
+    """Group runs by everything but the seed; per group the mean and std of the test accuracy
+    (``ddof=0``: population std, numpy's default, as CoOp's parse_test_res.py; ``ddof=1``: sample
+    std, NaN for one seed), the number of seeds and which they are.
+
+    Missing seeds: a group is expected to have every seed found in any group of the same dataset
+    and backbone (the same sweep), finished or not; ``missing`` lists the ones it lacks and
+    ``incomplete`` the unfinished runs in its own settings folder (never averaged in)."""
+    groups = {}
+    for r in records:
+        groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+    by_setting = {}
+    for key, runs in groups.items():
+        for r in runs:
+            if setting_dir(r["run_dir"]):
+                by_setting.setdefault(setting_dir(r["run_dir"]), key)
+    attached = {}
+    for inc in incomplete:
+        key = by_setting.get(setting_dir(inc["run_dir"]))
+        if key is not None:
+            attached.setdefault(key, []).append(inc)
+    sweep_seeds = {}
+    for key, runs in groups.items():
+        k = dict(zip(GROUP_KEYS, key))
+        if k["trainer"] in SEED_FREE_TRAINERS:
+            continue
+        seeds = sweep_seeds.setdefault((k["dataset"], k["backbone"]), set())
+        seeds.update(r.get("seed") for r in runs + attached.get(key, []) if r.get("seed") is not None)
+    rows = []
+    for key, runs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
+        k = dict(zip(GROUP_KEYS, key))
+        runs = sorted(runs, key=lambda r: _seed_key(r.get("seed")))
+        accs = np.array([r["accuracy"] for r in runs], dtype=float)
+        seeds = [r.get("seed") for r in runs]
+        expected = set() if k["trainer"] in SEED_FREE_TRAINERS else sweep_seeds.get((k["dataset"], k["backbone"]),
+                                                                                       set())
+        row = dict(k, mean=float(accs.mean()),
+                   std=float(accs.std(ddof=ddof)) if len(accs) > ddof else float("nan"), ddof=ddof,
+                   n=len(runs), seeds=seeds, accuracies=accs.tolist(),
+                   missing=sorted(expected - set(seeds), key=_seed_key),
+                   duplicates=sorted({s for s in seeds if seeds.count(s) > 1}, key=_seed_key),
+                   incomplete=sorted(attached.get(key, []), key=lambda r: _seed_key(r.get("seed"))),
+                   from_log=[r for r in runs if r.get("source") == "log"],
+                   run_dirs=[r["run_dir"] for r in runs])
+        rows.append(row)
+    return rows

@@ -1,0 +1,163 @@
+"""Tables of grouped runs (plain, markdown, csv; ``--pivot``: one column per noise rate) and the
+notes under them (which std, runs read from logs, missing seeds, incomplete runs)."""
+import csv
+import io
+import os.path as osp
+
+import numpy as np
+
+from ptnl.report.aggregate import STD_NAMES, _sort_key
+from ptnl.runs.files import RESULTS_FILE
+from ptnl.runs.read import GROUP_KEYS, OTHER_KEYS
+
+TABLE_FORMATS = {"plain": "simple", "markdown": "github"}
+
+
+def _show(v):
+    return "" if v is None else str(v)
+
+
+def _show_backbone(b):
+    """A weights file shows as its file name; CLIP names as they are."""
+    if isinstance(b, str) and (osp.isabs(b) or osp.splitext(b)[1] in (".pt", ".pth", ".bin", ".ckpt", ".tar")):
+        return osp.basename(b)
+    return _show(b)
+
+
+def _varying(rows, keys=OTHER_KEYS):
+    """The settings that take more than one value for one trainer and loss (n_ctx is not a
+    difference between PTNL and LinearProbe, nor GCE's q one between ce and gce)."""
+    seen = {}
+    for r in rows:
+        for k in keys:
+            seen.setdefault((k, r.get("trainer"), r.get("loss")), set()).add(repr(r.get(k)))
+    return [k for k in keys if any(len(v) > 1 for (key, _, _), v in seen.items() if key == k)]
+
+
+def _other_settings(r, keys):
+    return " ".join("{}={}".format(k, "''" if r.get(k) == "" else r.get(k)) for k in keys if r.get(k) is not None)
+
+
+def _mean_std(r):
+    std = "n/a" if np.isnan(r["std"]) else "{:.2f}".format(r["std"])
+    return "{:.2f} ± {}".format(r["mean"], std)
+
+
+def _seeds_cell(r):
+    text = "{} ({})".format(r["n"], " ".join(_show(s) for s in r["seeds"]))
+    if r["missing"]:
+        text = text[:-1] + "; missing {})".format(" ".join(_show(s) for s in r["missing"]))
+    return text + (" †" if r["from_log"] else "")
+
+
+def _csv(headers, body):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    w.writerows(body)
+    return buf.getvalue().rstrip("\n")
+
+
+def _tabulate(headers, body, fmt):
+    from tabulate import tabulate
+    return tabulate(body, headers=headers, tablefmt=TABLE_FORMATS.get(fmt, fmt), disable_numparse=True)
+
+
+def _csv_stats(r):
+    return ["{:.4f}".format(r["mean"]), "" if np.isnan(r["std"]) else "{:.4f}".format(r["std"]), r["n"],
+            " ".join(_show(s) for s in r["seeds"]), " ".join(_show(s) for s in r["missing"])]
+
+
+def format_table(rows, fmt="plain"):
+    """One row per group: its settings, mean ± std of test accuracy, and the seeds
+    (``fmt``: plain | markdown | csv; csv has one column per setting and plain numbers)."""
+    if fmt == "csv":
+        std = "std_sample" if rows and rows[0]["ddof"] == 1 else "std_population"
+        headers = list(GROUP_KEYS) + ["mean", std, "n", "seeds", "missing_seeds", "source"]
+        return _csv(headers, [[_show(r[k]) for k in GROUP_KEYS] + _csv_stats(r) +
+                              ["log" if r["from_log"] else RESULTS_FILE] for r in rows])
+    extra = _varying(rows)
+    headers = ["dataset", "trainer", "backbone", "noise", "rate", "loss", "shots", "n_ctx"] + \
+        (["settings"] if extra else []) + ["accuracy (mean ± std)", "seeds"]
+    body = [[_show(r["dataset"]), _show(r["trainer"]), _show_backbone(r["backbone"]),
+             "{}-{}".format(r["noise_type"], r["noise_mode"]), _show(r["noise_rate"]), _show(r["loss"]),
+             _show(r["num_shots"]), _show(r["n_ctx"])] + ([_other_settings(r, extra)] if extra else []) +
+            [_mean_std(r), _seeds_cell(r)] for r in rows]
+    return _tabulate(headers, body, fmt)
+
+
+def format_pivot(rows, fmt="plain"):
+    """One row per setting, one column per noise rate: mean ± std (number of seeds)."""
+    rates = sorted({r["noise_rate"] for r in rows}, key=lambda v: _sort_key([v]))
+    keys = [k for k in GROUP_KEYS if k != "noise_rate"]
+    table = {}
+    for r in rows:
+        table.setdefault(tuple(r[k] for k in keys), {})[r["noise_rate"]] = r
+    ordered = sorted(table.items(), key=lambda kv: _sort_key(kv[0]))
+    if fmt == "csv":
+        headers = keys + [h.format(rate) for rate in rates for h in ("rate {} mean", "rate {} std", "rate {} n")]
+        body = []
+        for key, cells in ordered:
+            line = [_show(v) for v in key]
+            for rt in rates:
+                line += _csv_stats(cells[rt])[:3] if rt in cells else ["", "", ""]
+            body.append(line)
+        return _csv(headers, body)
+    extra = _varying(rows)
+    headers = ["dataset", "trainer", "backbone", "noise", "loss", "shots", "n_ctx"] + \
+        (["settings"] if extra else []) + ["rate {}".format(_show(rate)) for rate in rates]
+
+    def cell(r):
+        n = "{} of {}".format(r["n"], r["n"] + len(r["missing"])) if r["missing"] else str(r["n"])
+        return "{} ({}){}".format(_mean_std(r), n, " †" if r["from_log"] else "")
+
+    body = []
+    for key, cells in ordered:
+        k = dict(zip(keys, key))
+        body.append([_show(k["dataset"]), _show(k["trainer"]), _show_backbone(k["backbone"]),
+                     "{}-{}".format(k["noise_type"], k["noise_mode"]), _show(k["loss"]), _show(k["num_shots"]),
+                     _show(k["n_ctx"])] + ([_other_settings(k, extra)] if extra else []) +
+                    [cell(cells[rt]) if rt in cells else "" for rt in rates])
+    return _tabulate(headers, body, fmt)
+
+
+def _label(r):
+    """A group in words, for notes."""
+    parts = [_show(r.get("dataset")), _show(r.get("trainer")), _show_backbone(r.get("backbone")),
+             "{}-{}-{}".format(r.get("noise_type"), r.get("noise_mode"), r.get("noise_rate")), _show(r.get("loss")),
+             "{} shots".format(_show(r.get("num_shots")))]
+    if r.get("n_ctx") is not None:
+        parts.append("n_ctx {}".format(r["n_ctx"]))
+    if r.get("variant"):
+        parts.append(r["variant"])
+    return " ".join(parts)
+
+
+def format_notes(rows, incomplete=(), ddof=0):
+    """The footer: which std, runs read from logs, missing and duplicate seeds, incomplete runs."""
+    notes = ["accuracy: test accuracy (%), mean ± {} over seeds; the count is the number of seeds averaged".format(
+        STD_NAMES.get(ddof, "std (ddof={})".format(ddof)))]
+    logged = [r for row in rows for r in row["from_log"]]
+    if logged:
+        notes.append("† {} run(s) read from a CoOp-style log (no results.json; the last '* accuracy:' after the "
+                     "end-of-training line):".format(len(logged)))
+        for r in logged:
+            notes.append("    {} ('{}'{}){}".format(r["run_dir"], r["end_line"],
+                                                  ", older Dassl" if r["end_line"] == "Finished training" else "",
+                                                  "; unknown: " + ", ".join(r["unknown"]) if r["unknown"] else ""))
+    short = [r for r in rows if r["missing"]]
+    if short:
+        notes.append("missing seeds (found in other groups of the same dataset and backbone):")
+        for r in short:
+            unfinished = {i.get("seed") for i in r["incomplete"]}
+            notes.append("    {}: {}".format(_label(r), ", ".join(
+                "seed {} ({})".format(s, "incomplete" if s in unfinished else "no run found") for s in r["missing"])))
+    for r in rows:
+        if r["duplicates"]:
+            notes.append("seed(s) {} counted more than once in {}: {}".format(
+                " ".join(_show(s) for s in r["duplicates"]), _label(r), " ".join(r["run_dirs"])))
+    if incomplete:
+        notes.append("incomplete runs, not averaged in ({}):".format(len(incomplete)))
+        for inc in incomplete:
+            notes.append("    {}: {}".format(inc["run_dir"], inc["reason"]))
+    return notes

@@ -1,0 +1,52 @@
+"""The run-folder layout of the scripts (``scripts/ptnl/lib.sh``, ``ptnl_run_dir``)::
+
+    <out>/<dataset>/<TRAINER>/<backbone>/<type>-<mode>-<rate>/<loss>/[<variant>/]shots<K>_nctx<N>_csc<C>_ctp<P>/seed<S>
+
+read back from a run folder's path."""
+import ast
+import os
+import os.path as osp
+import re
+
+SEED_DIR_RE = re.compile(r"^seed(-?\d+)$")
+SETTING_DIR_RE = re.compile(r"^shots(\d+)_nctx(\d+)_csc(.+?)_ctp(.+)$")
+NOISE_DIR_RE = re.compile(r"^([a-z]+)-([a-z]+)-(\d+(?:\.\d+)?)$")
+
+
+def literal(text):
+    """A config value as printed by yacs / a path component, back to a Python value."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def parse_run_path(run_dir):
+    """Fields of main.sh's layout, read from the end of the folder name:
+    ``<dataset>/<TRAINER>/<backbone>/<type>-<mode>-<rate>/<loss>/[<variant>/]shots<K>_nctx<N>_csc<C>_ctp<P>/seed<S>``.
+    Whatever does not fit the layout is left out."""
+    parts = osp.normpath(osp.abspath(run_dir)).split(os.sep)
+    out = {}
+    m = SEED_DIR_RE.match(parts[-1])
+    if not m:
+        return out
+    out["seed"] = int(m.group(1))
+    m = SETTING_DIR_RE.match(parts[-2]) if len(parts) > 1 else None
+    if not m:
+        return out
+    out.update(num_shots=int(m.group(1)), n_ctx=int(m.group(2)), csc=literal(m.group(3)), ctp=m.group(4))
+    setting = len(parts) - 2
+    for i in range(setting - 2, 2, -1):  # the noise folder: dataset, trainer, backbone above; loss below
+        m = NOISE_DIR_RE.match(parts[i])
+        if m:
+            out.update(dataset=parts[i - 3], trainer=parts[i - 2], backbone=parts[i - 1], noise_type=m.group(1),
+                       noise_mode=m.group(2), noise_rate=float(m.group(3)), loss=parts[i + 1],
+                       variant="/".join(parts[i + 2:setting]) or None)
+            break
+    return out
+
+
+def setting_dir(run_dir):
+    """The folder of a run's settings (its seeds' parent) in main.sh's layout, else None."""
+    run_dir = osp.normpath(osp.abspath(run_dir))
+    return osp.dirname(run_dir) if SEED_DIR_RE.match(osp.basename(run_dir)) else None

@@ -1,0 +1,160 @@
+"""Reading runs: every run folder under some folders, finished (``results.json``, or a CoOp-style
+log that reached the end and tested) or not, as flat records that tables group by settings."""
+import json
+import os
+import os.path as osp
+import time
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from ptnl.runs.files import RESULTS_FILE
+from ptnl.runs.layout import parse_run_path
+from ptnl.runs.logs import END_LINES, LOG_RE, log_files, parse_log
+
+# A run's identity: the settings that make two runs "the same experiment but for the seed".
+CORE_KEYS = ("dataset", "trainer", "backbone", "noise_type", "noise_mode", "noise_rate", "loss", "num_shots",
+             "n_ctx")
+# The remaining settings: prompt shape, GCE's q, and the VARIANT folder level of main.sh (settings
+# passed as trailing KEY VALUE pairs). Tables show them only where they differ between rows.
+OTHER_KEYS = ("csc", "ctp", "ctx_init", "gce_q", "variant")
+GROUP_KEYS = CORE_KEYS + OTHER_KEYS
+# What a log-only run must tell for it to be placed; the ones it does not are reported as unknown.
+IDENTITY_KEYS = ("dataset", "trainer", "backbone", "noise_type", "noise_mode", "noise_rate", "loss", "num_shots",
+                 "seed")
+SEED_FREE_TRAINERS = ("ZeroshotCLIP",)  # nothing is trained: one seed is the whole story
+LOSS_FREE_TRAINERS = ("LinearProbe", "ZeroshotCLIP")  # TRAINER.PTNL.LOSS is not used
+
+
+def run_status(run_dir: str) -> Tuple[Optional[str], Optional[Dict]]:
+    """("done", None) with results.json; ("log", info) for a log-only run that finished and
+    tested (a CoOp/Dassl run); ("incomplete", info) otherwise; (None, None) for no run at all."""
+    if osp.isfile(osp.join(run_dir, RESULTS_FILE)):
+        return "done", None
+    if not log_files(run_dir):
+        return None, None
+    info = parse_log(run_dir)
+    return ("log" if info["finished"] and info["accuracy"] is not None else "incomplete"), info
+
+
+def find_runs(dirs: Iterable[str]) -> Tuple[List[str], List[str]]:
+    """Every run folder under ``dirs``, as (finished, incomplete) lists of folders. Finished: a
+    folder holding ``results.json``, or a CoOp-style ``log.txt`` that reached the end of training
+    and printed a test accuracy after it. Incomplete: a folder with a log but neither.
+
+    Args:
+        dirs: folders to search (recursively; a run folder's sub-folders are not searched).
+    """
+    done, incomplete, seen = [], [], set()
+    for top in dirs:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if RESULTS_FILE not in filenames and not any(LOG_RE.match(n) for n in filenames):
+                continue
+            dirnames[:] = []  # a run folder: its sub-folders are its checkpoints
+            real = osp.realpath(dirpath)
+            if real in seen:
+                continue
+            seen.add(real)
+            status, _ = run_status(dirpath)
+            if status in ("done", "log"):
+                done.append(dirpath)
+            elif status == "incomplete":
+                incomplete.append(dirpath)
+    return sorted(done), sorted(incomplete)
+
+
+def _fields_from_config(conf):
+    """Grouping fields from a printed config (PTNL's keys, or CoOp's TRAINER.<NAME>.* ones)."""
+    out = {}
+    pairs = {"dataset": "DATASET.NAME", "trainer": "TRAINER.NAME", "backbone": "MODEL.BACKBONE.NAME",
+             "num_shots": "DATASET.NUM_SHOTS", "noise_type": "DATASET.NOISE.TYPE",
+             "noise_mode": "DATASET.NOISE.MODE", "noise_rate": "DATASET.NOISE.RATE", "loss": "TRAINER.PTNL.LOSS"}
+    for field, key in pairs.items():
+        if conf.get(key) not in (None, ""):
+            out[field] = conf[key]
+    if isinstance(conf.get("SEED"), int) and conf["SEED"] >= 0:
+        out["seed"] = conf["SEED"]
+    trainer = str(out.get("trainer", "")).upper()
+    for field, key in (("n_ctx", "N_CTX"), ("csc", "CSC"), ("ctp", "CLASS_TOKEN_POSITION"),
+                       ("ctx_init", "CTX_INIT")):
+        for prefix in ("TRAINER.{}.".format(trainer), "TRAINER.PTNL."):
+            if prefix + key in conf:
+                out[field] = conf[prefix + key]
+                break
+    if out.get("loss") == "gce" and "TRAINER.PTNL.GCE_Q" in conf:
+        out["gce_q"] = conf["TRAINER.PTNL.GCE_Q"]
+    return out
+
+
+def _log_record(run_dir, info):
+    """A finished log-only run: fields from its printed config, else from its folder names."""
+    from_path = parse_run_path(run_dir)
+    from_config = _fields_from_config(info["config"])
+    r = {k: None for k in GROUP_KEYS + ("seed",)}
+    for k in r:
+        r[k] = from_config.get(k, from_path.get(k))
+    r["variant"] = from_path.get("variant")
+    r.update(accuracy=info["accuracy"], source="log", end_line=info["end_line"], log=info["log"],
+             unknown=[k for k in IDENTITY_KEYS if r[k] is None])
+    return r
+
+
+def load_run(run_dir: str) -> Dict:
+    """One finished run as a flat record: ``results.json`` when present, else what its CoOp-style
+    log says (``source`` tells which; ``unknown`` lists the identity fields a log did not give).
+
+    Args:
+        run_dir: a finished run folder (``find_runs``); ``ValueError`` for an unfinished one.
+    """
+    path = osp.join(run_dir, RESULTS_FILE)
+    if osp.isfile(path):
+        with open(path) as f:
+            r = json.load(f)
+        if not isinstance(r, dict) or not isinstance(r.get("accuracy"), (int, float)):
+            raise ValueError("{} has no numeric 'accuracy'".format(path))
+        noise = r.get("noise") or {}
+        r["noise_type"], r["noise_mode"], r["noise_rate"] = noise.get("type"), noise.get("mode"), noise.get("rate")
+        prompt = r.get("prompt") or {}
+        r["n_ctx"], r["csc"] = prompt.get("n_ctx"), prompt.get("csc")
+        r["ctp"], r["ctx_init"] = prompt.get("class_token_position"), prompt.get("ctx_init")
+        r.setdefault("gce_q", None)
+        r["variant"] = parse_run_path(run_dir).get("variant")
+        r["source"], r["unknown"] = RESULTS_FILE, []
+    else:
+        status, info = run_status(run_dir)
+        if status != "log":
+            raise ValueError("{}: not a finished run ({})".format(run_dir, incomplete_run(run_dir, info)["reason"]))
+        r = _log_record(run_dir, info)
+    r["run_dir"] = run_dir
+    return r
+
+
+def _ago(seconds):
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return "{}{}".format(seconds // size, unit)
+    return "{}s".format(seconds)
+
+
+def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[str] = None) -> Dict:
+    """An unfinished (or unreadable) run: where it is, its seed and settings when they can be
+    told, and why it does not count."""
+    if info is None and reason is None:
+        info = parse_log(run_dir) if log_files(run_dir) else None
+    r = {k: None for k in GROUP_KEYS + ("seed",)}
+    r.update(parse_run_path(run_dir))
+    if info:
+        r.update(_fields_from_config(info["config"]))
+    if reason is None:
+        if info and info["finished"]:
+            reason = "'{}' in {} but no '* accuracy:' line after it (the test crashed, or TEST.NO_TEST)".format(
+                info["end_line"], osp.basename(info["log"]))
+        else:
+            reason = "no results.json and no end-of-training line ({}): running, interrupted or crashed".format(
+                " / ".join(END_LINES))
+            if info and info["last_epoch"]:
+                reason += "; last epoch logged {}/{}".format(*info["last_epoch"])
+            if info and info["logs"]:
+                reason += "; log last written {} ago".format(_ago(time.time() - osp.getmtime(info["logs"][-1])))
+    r.update(run_dir=run_dir, reason=reason)
+    return r

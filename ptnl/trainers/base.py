@@ -1,0 +1,279 @@
+"""What every PTNL trainer shares, on top of the engine's ``TrainerX``: the training set (label
+noise for datasets that added none, true-label tracking), CLIP loading, the optimiser of each
+trainable part, the training step (precision, gradient scaling, analysis and diagnostics around
+one overridable ``compute_loss``), resumable checkpoints, evaluation (``evaluation``) and
+``results.json`` / ``noise.json`` / ``epochs.json``."""
+import contextlib
+import json
+import os
+import os.path as osp
+import re
+import time
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+from ptnl import compat
+from ptnl import plugins  # noqa: F401  (registers the built-in local weights names, e.g. "pocket")
+from ptnl.clip.weights import effective_precision, load_clip
+from ptnl.data.decoded import wrapper_for
+from ptnl.io import get_logger, write_json_atomic
+from ptnl.losses import loss_from_cfg
+from ptnl.noise import check_protocol, label_training_set
+from ptnl.runs.files import DIAG_FILE, NOISE_FILE, RESULTS_FILE, config_digest
+from ptnl.trainers.diagnostics import SCALARS, EpochDiagnostics, epoch_line, per_sample_grad_norms
+from ptnl.trainers.evaluation import FeatureEvaluation
+
+log = get_logger(__name__)
+
+PRECISIONS = ("fp16", "fp32", "amp")
+
+
+class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
+    """Subclasses build ``self.model`` (logits from images) and register its trainable part
+    (``build_model``); a trainer that changes what is optimised overrides ``compute_loss``."""
+
+    TRAINS = True  # False: no epoch loop (ZeroshotCLIP, LinearProbe)
+    PROMPT_SETTINGS = False  # True: N_CTX, CSC, CLASS_TOKEN_POSITION, CTX_INIT shape the model
+    SAVE_TEST_LOGITS = False  # True: always write test_logits.pt (else TRAINER.PTNL.SAVE_TEST_LOGITS)
+
+    # Dassl's own versions fail on current torch; these work under both engines.
+    resume_model_if_exist = compat.CheckpointIO.resume_model_if_exist
+    load_model = compat.CheckpointIO.load_model
+
+    def __init__(self, cfg):
+        self._wall_start = time.time()
+        super().__init__(cfg)
+
+    # ------------------------------------------------------------------ config and data
+    def check_cfg(self, cfg):
+        opts = cfg.TRAINER.PTNL
+        if opts.PREC not in PRECISIONS:
+            raise ValueError("TRAINER.PTNL.PREC must be one of {}, got {!r}".format(PRECISIONS, opts.PREC))
+        loss_from_cfg(cfg)  # unknown loss or bad option: fail before any data is read
+        check_protocol(cfg.DATASET.NOISE.RATE, cfg.DATASET.NOISE.TYPE, cfg.DATASET.NOISE.MODE)
+
+    def build_data_loader(self):
+        super().build_data_loader()
+        dataset = self.dm.dataset
+        train, true_labels, self.noise_record = self.training_set(dataset)
+        self.train_items = train
+        self.true_label_of = {d.impath: t for d, t in zip(train, true_labels)}
+        if hasattr(dataset, "set_training_set"):  # PTNL's datasets tell what is trained on; others are left alone
+            dataset.set_training_set(train)
+        if train is not self._loader_source or (self.TRAINS and self.cfg.TRAINER.PTNL.DECODE_CACHE_MB > 0):
+            self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
+
+    def training_set(self, dataset) -> Tuple[list, list, object]:
+        """(items to train on, their true labels, noise record or None). PTNL's datasets labelled
+        their training set when built; any other dataset gets the same call here, without the
+        full training split (so only DATASET.NOISE.MODE flip works there)."""
+        if hasattr(dataset, "noise_record"):
+            return dataset.train_x, dataset.true_labels, dataset.noise_record
+        return label_training_set(self.cfg, dataset.train_x, pool=None, lab2cname=dataset.lab2cname)
+
+    @property
+    def _loader_source(self):
+        return self.dm.train_loader_x.dataset.data_source
+
+    def _rebuild_train_loader(self, data_source):
+        """The train loader over ``data_source``, as Dassl builds it, with decoded images kept in
+        memory when TRAINER.PTNL.DECODE_CACHE_MB allows."""
+        x = self.cfg.DATALOADER.TRAIN_X
+        return compat.build_data_loader(
+            self.cfg, sampler_type=x.SAMPLER, data_source=data_source, batch_size=x.BATCH_SIZE,
+            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=self.dm.train_loader_x.dataset.transform,
+            is_train=True, dataset_wrapper=wrapper_for(self.cfg.TRAINER.PTNL.DECODE_CACHE_MB))
+
+    # ------------------------------------------------------------------ model helpers
+    @property
+    def precision(self):
+        return effective_precision(self.cfg.TRAINER.PTNL.PREC, self.device)
+
+    def build_loss(self):
+        self.loss_fn = loss_from_cfg(self.cfg)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
+
+    def load_clip_model(self):
+        """CLIP by MODEL.BACKBONE.NAME (name or file), on CPU; its input size must be INPUT.SIZE."""
+        name = self.cfg.MODEL.BACKBONE.NAME
+        log.info(f"Loading CLIP (backbone: {name})")
+        clip_model = load_clip(name, device="cpu", prec=self.precision)
+        self.clip_weights_path = clip_model.weights_path
+        res = clip_model.visual.input_resolution
+        if tuple(self.cfg.INPUT.SIZE) != (res, res):
+            raise ValueError("INPUT.SIZE {} does not match the CLIP input resolution {} of {}; set "
+                             "INPUT.SIZE ({}, {})".format(tuple(self.cfg.INPUT.SIZE), res, name, res, res))
+        return clip_model
+
+    def register_trainable(self, name, module):
+        """Optimizer and lr scheduler for ``module`` (Dassl's builders), registered as ``name``.
+        Frozen parameters of ``module`` get no gradient, so the optimizer leaves them alone."""
+        optim = compat.build_optimizer(module, self.cfg.OPTIM)
+        sched = compat.build_lr_scheduler(optim, self.cfg.OPTIM)
+        self.register_model(name, module, optim, sched)
+        self.build_loss()
+
+    def trainable_parameters(self):
+        return [p for name in self.get_model_names() for p in self._models[name].parameters()
+                if p.requires_grad]
+
+    def freeze_all_but(self, model, trainable_prefixes):
+        """Freeze every parameter whose name does not start with one of ``trainable_prefixes``."""
+        for name, param in model.named_parameters():
+            param.requires_grad_(any(name.startswith(p) for p in trainable_prefixes))
+
+    # ------------------------------------------------------------------ training step
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def autocast(self):
+        """The precision context of the forward pass (autocast under amp)."""
+        return torch.autocast("cuda") if self.precision == "amp" else contextlib.nullcontext()
+
+    def compute_loss(self, batch: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(loss to minimise, logits [B, C]) of a batch whose ``img`` and ``label`` are on the
+        device; ``impath`` and ``index`` name its samples. The seam for a trainer that weights
+        samples or changes the loss: ``self.loss_fn.per_sample(logits, labels)`` gives one loss per
+        sample, ``self.true_labels_of(batch)`` the true labels (for analysis only). Runs under
+        ``self.autocast()``; precision, gradient scaling, analysis and diagnostics stay in
+        ``forward_backward``."""
+        logits = self.model(batch["img"])
+        return self.loss_fn(logits, batch["label"]), logits
+
+    def true_labels_of(self, batch: Dict) -> np.ndarray:
+        return np.array([self.true_label_of[p] for p in batch["impath"]])
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        batch = dict(batch, img=image, label=label)
+        if self.precision == "amp":
+            with self.autocast():
+                loss, output = self.compute_loss(batch)
+            self.model_zero_grad()
+            self.detect_anomaly(loss)
+            self.scaler.scale(loss).backward()
+            for name in self.get_model_names():
+                self.scaler.step(self._optims[name])
+            self.scaler.update()
+        else:
+            loss, output = self.compute_loss(batch)
+            if self.cfg.TRAINER.PTNL.ANALYSIS:
+                self._track_gradients(output, label, batch["impath"])
+            self.model_backward_and_update(loss)
+        self._track(output.detach(), label, batch["impath"], loss.item())
+        summary = {"loss": loss.item(), "acc": compat.compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    # ------------------------------------------------------------------ diagnostics
+    def before_epoch(self):
+        self._diag = EpochDiagnostics(self.get_current_lr())
+
+    def _track(self, output, label, impaths, loss):
+        true = np.array([self.true_label_of[p] for p in impaths])
+        self._diag.track(output.argmax(dim=1).cpu().numpy(), label.cpu().numpy(), true, loss)
+
+    def per_sample_grad_norms(self, output, label):
+        """||d loss(x_i, y_i) / d theta|| for each sample of the batch, theta = every trainable
+        parameter, from the batch's forward graph (kept for the regular backward)."""
+        return per_sample_grad_norms(self.loss_fn, output, label, self.trainable_parameters())
+
+    def _track_gradients(self, output, label, impaths):
+        norms = self.per_sample_grad_norms(output, label)
+        true = np.array([self.true_label_of[p] for p in impaths])
+        self._diag.track_gradients(norms, true != label.cpu().numpy())
+
+    def epoch_record(self):
+        """This epoch's training diagnostics, on the augmented views seen while training."""
+        return self._diag.record(self.epoch + 1)
+
+    def after_epoch(self):
+        rec = self.epoch_record()
+        log.info(epoch_line(rec))
+        for key in SCALARS:
+            if rec.get(key) is not None:  # TensorBoard, when a writer is open
+                self.write_scalar("diagnostics/" + key, rec[key], rec["epoch"])
+        self.epoch_records = [r for r in self.epoch_records if r["epoch"] < rec["epoch"]] + [rec]
+        write_json_atomic(osp.join(self.output_dir, DIAG_FILE), self.epoch_records)
+        super().after_epoch()
+
+    # ------------------------------------------------------------------ life cycle
+    def before_train(self):
+        log.info("Loss: {}{}".format(self.cfg.TRAINER.PTNL.LOSS, " (q={})".format(self.cfg.TRAINER.PTNL.GCE_Q)
+                                   if self.cfg.TRAINER.PTNL.LOSS == "gce" else ""))
+        if self.noise_record is not None:
+            write_json_atomic(osp.join(self.output_dir, NOISE_FILE), self.noise_record)
+            log.info("Label noise: {} {} rate {} -> {} noisy of {} (realised {:.4f})".format(
+                self.noise_record["type"], self.noise_record["mode"], self.noise_record["rate"],
+                self.noise_record["num_noisy"], self.noise_record["num_samples"],
+                self.noise_record["realised_rate"]))
+        super().before_train()
+        path = osp.join(self.output_dir, DIAG_FILE)
+        records = json.load(open(path)) if self.start_epoch > 0 and osp.isfile(path) else []
+        self.epoch_records = [r for r in records if r["epoch"] <= self.start_epoch]
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        super().save_model(epoch, directory, is_best=is_best, val_result=val_result, model_name=model_name)
+        keep = self.cfg.TRAINER.PTNL.KEEP_CHECKPOINTS
+        if model_name or keep <= 0:
+            return
+        for name in self.get_model_names():  # older periodic checkpoints: keep the newest `keep`
+            folder = osp.join(directory, name)
+            found = sorted((int(m.group(1)), f) for f in os.listdir(folder)
+                           if (m := re.fullmatch(r"model\.pth\.tar-(\d+)", f)))
+            for _, f in found[:-keep]:
+                os.remove(osp.join(folder, f))
+
+    def train(self):
+        if not self.TRAINS:  # nothing to optimise epoch by epoch: fit (if anything), then test
+            self.epoch_records = []
+            self.time_start = time.time()
+            self.fit()
+            self.after_train()
+            return
+        super().train()
+
+    def fit(self):
+        """One-shot fitting for trainers without an epoch loop (LinearProbe)."""
+
+    def after_train(self):
+        self.last_test = None
+        super().after_train()
+        if self.last_test is not None:
+            write_json_atomic(osp.join(self.output_dir, RESULTS_FILE), self.results_record())
+
+    def prompt_settings(self):
+        """The prompt shape of prompt trainers (None for the others): part of a run's identity."""
+        if not self.PROMPT_SETTINGS:
+            return None
+        o = self.cfg.TRAINER.PTNL
+        learner = self.model.prompt_learner
+        return {"n_ctx": learner.n_ctx, "csc": o.CSC, "class_token_position": o.CLASS_TOKEN_POSITION,
+                "ctx_init": o.CTX_INIT}
+
+    def results_record(self):
+        cfg = self.cfg
+        nr = self.noise_record
+        noise = {"type": cfg.DATASET.NOISE.TYPE, "mode": cfg.DATASET.NOISE.MODE,
+                 "rate": cfg.DATASET.NOISE.RATE,
+                 "realised_rate": nr["realised_rate"] if nr else 0.0,
+                 "num_noisy": nr["num_noisy"] if nr else 0,
+                 "generator": nr["generator"] if nr else None}
+        record = dict(self.last_test)
+        record.update({
+            "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME,
+            "backbone": cfg.MODEL.BACKBONE.NAME, "seed": cfg.SEED,
+            "num_shots": cfg.DATASET.NUM_SHOTS, "noise": noise, "loss": cfg.TRAINER.PTNL.LOSS,
+            "prompt": self.prompt_settings(),
+            "gce_q": cfg.TRAINER.PTNL.GCE_Q if cfg.TRAINER.PTNL.LOSS == "gce" else None,
+            "classnames": list(self.dm.dataset.classnames),
+            "epochs": self.epoch_records,
+            "engine": {"name": compat.ENGINE, "version": compat.ENGINE_VERSION},
+            "precision": self.precision,
+            "config_digest": config_digest(cfg),
+            "wall_time_s": time.time() - self._wall_start,
+        })
+        return record

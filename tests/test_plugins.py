@@ -1,0 +1,132 @@
+"""Extending PTNL one file each: a new loss, a new noise type and a new trainer, each in its own
+module registered at run time (PTNL_PLUGINS), run end to end through train.py."""
+import json
+import os.path as osp
+
+from conftest import run_py, train_args
+
+LOSS_PLUGIN = '''
+"""A loss with an option (TRAINER.PTNL.SCALED_CE_SCALE), registered where it is defined."""
+import torch.nn.functional as F
+
+from ptnl.losses import register_loss
+
+
+@register_loss("scaled_ce", options={"scale": "SCALED_CE_SCALE"})
+def scaled_ce(logits, labels, scale=1.0, reduction="mean", **_):
+    per = scale * F.cross_entropy(logits.float(), labels, reduction="none")
+    return per.mean() if reduction == "mean" else per
+'''
+
+NOISE_PLUGIN = '''
+"""A noise type: flip makes y into y + 2; swap fills class c with images of class c - 2."""
+from ptnl.noise import NoiseType, register_noise_type
+
+
+@register_noise_type("shift2")
+class ShiftTwo(NoiseType):
+    def flip_labels(self, labels, offsets, num_classes, scores):
+        return (labels + 2) % num_classes
+
+    def swap_take(self, c, state):
+        return state.next_unused(state.queues[(c - 2) % state.num_classes]), False
+'''
+
+TRAINER_PLUGIN = '''
+"""A trainer that weights each sample's loss (here by its true label: an analysis-only oracle),
+with its config key next to it."""
+import torch
+from yacs.config import CfgNode as CN
+
+from ptnl.config import register_config_keys
+from ptnl.trainers import register_trainer
+from ptnl.trainers.prompt_tuning import PTNL
+
+
+@register_config_keys
+def _keys(cfg):
+    cfg.TRAINER.WEIGHTED = CN()
+    cfg.TRAINER.WEIGHTED.NOISY_WEIGHT = 1.0
+
+
+@register_trainer
+class WeightedPTNL(PTNL):
+    def compute_loss(self, batch):
+        logits = self.model(batch["img"])
+        per_sample = self.loss_fn.per_sample(logits, batch["label"])
+        noisy = torch.as_tensor(self.true_labels_of(batch), device=per_sample.device) != batch["label"]
+        w = torch.where(noisy, self.cfg.TRAINER.WEIGHTED.NOISY_WEIGHT, 1.0)
+        self.weighted = getattr(self, "weighted", 0) + int(noisy.sum())
+        return (w * per_sample).sum() / w.sum(), logits
+
+    def results_record(self):
+        record = super().results_record()
+        record["noisy_samples_weighted"] = self.weighted
+        return record
+'''
+
+
+def _args(world, out, trainer, extra, epochs=2, loss="scaled_ce"):
+    args = train_args(world["data"], world["clip"], out, shots=4, rate=0.5, loss=loss, epochs=epochs,
+                      extra=extra)
+    args[args.index("--trainer") + 1] = trainer
+    return args
+
+
+def test_a_loss_a_noise_type_and_a_trainer_each_from_one_file(world, tmp_path):
+    files = []
+    for name, text in (("my_loss", LOSS_PLUGIN), ("my_noise", NOISE_PLUGIN), ("my_trainer", TRAINER_PLUGIN)):
+        (tmp_path / (name + ".py")).write_text(text)
+        files.append(str(tmp_path / (name + ".py")))
+    env = {"PTNL_PLUGINS": ",".join(files)}
+    out = str(tmp_path / "flip")
+    proc = run_py(_args(world, out, "WeightedPTNL",
+                        ["DATASET.NOISE.TYPE", "shift2", "DATASET.NOISE.MODE", "flip",
+                         "TRAINER.PTNL.SCALED_CE_SCALE", "2.0", "TRAINER.WEIGHTED.NOISY_WEIGHT", "0.1"]), env=env)
+    res = json.load(open(osp.join(out, "results.json")))
+    assert res["trainer"] == "WeightedPTNL" and res["loss"] == "scaled_ce"
+    assert res["noise"]["type"] == "shift2" and res["noise"]["mode"] == "flip"
+    assert res["noisy_samples_weighted"] > 0 and len(res["epochs"]) == 2
+    noise = json.load(open(osp.join(out, "noise.json")))
+    noisy = [s for s in noise["samples"] if s["label"] != s["true_label"]]
+    assert len(noisy) == 12 and all(s["label"] == (s["true_label"] + 2) % 6 for s in noisy)
+    log = open(osp.join(out, "log.txt")).read()
+    assert "Loss: scaled_ce" in log and "SCALED_CE_SCALE: 2.0" in log and "NOISY_WEIGHT: 0.1" in log
+    assert "* accuracy:" in proc.stdout
+
+    # the swap protocol with the new type: class c holds images of class c - 2
+    out = str(tmp_path / "swap")
+    run_py(_args(world, out, "PTNL", ["DATASET.NOISE.TYPE", "shift2"], epochs=1, loss="ce"), env=env)
+    noise = json.load(open(osp.join(out, "noise.json")))
+    noisy = [s for s in noise["samples"] if s["label"] != s["true_label"]]
+    assert len(noisy) == 12 and all(s["true_label"] == (s["label"] - 2) % 6 for s in noisy)
+
+    # unknown names are errors that list the registered ones, the plugin's included
+    bad = run_py(_args(world, str(tmp_path / "bad"), "PTNL", [], loss="nope"), env=env, check=False)
+    assert bad.returncode == 2
+    assert "Unknown loss 'nope' (TRAINER.PTNL.LOSS): expected one of ce, gce, mae, nce_rce, scaled_ce, sce" \
+        in bad.stderr
+
+
+def test_old_import_paths_warn_and_still_work():
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "import importlib\n"
+            "for m in ['ptnl.results', 'ptnl.clip_backbone', 'ptnl.dataset_base', 'ptnl.zeroshot', 'ptnl.cache',\n"
+            "          'ptnl.prompts', 'ptnl.models', 'ptnl.templates', 'ptnl.fastdata', 'ptnl.synthetic',\n"
+            "          'ptnl.ensemble', 'ptnl.trainer_base', 'ptnl.trainers.clip_heads']:\n"
+            "    try:\n"
+            "        importlib.import_module(m)\n"
+            "    except DeprecationWarning as e:\n"
+            "        print('warned', m)\n"
+            "warnings.simplefilter('ignore')\n"
+            "from ptnl.results import find_runs, main, RESULTS_FILE\n"
+            "from ptnl.clip_backbone import load_clip, available_models, TextEncoder\n"
+            "from ptnl.noise import apply_noise\n"
+            "from ptnl.trainers import TRAINERS, register_trainers\n"
+            "from ptnl.config import extend_cfg\n"
+            "import trainers.ptnl\n"
+            "assert 'pocket' in available_models()\n"
+            "assert 'UPL' in [t.__name__ for t in TRAINERS]\n"
+            "print('ok')\n")
+    proc = run_py(["-c", code])
+    assert proc.stdout.count("warned") == 13 and proc.stdout.strip().endswith("ok"), proc.stdout
