@@ -231,7 +231,7 @@ def rebuild(out, steps=None, ship=False, log=_log):
     weights = pretrain.save_weights(model, osp.join(out, WEIGHTS))
     recipe = dict(pretrain.DEFAULTS, **({"steps": steps} if steps else {}))
     record = make_record(weights, osp.join(out, DATA), digest, dict(
-        recipe, final_loss=float(sum(losses[-20:]) / len(losses[-20:])), seconds=time.time() - start))
+        recipe, final_loss=float(sum(losses[-100:]) / len(losses[-100:])), seconds=time.time() - start))
     try:
         record["shipped_zero_shot_accuracy"] = shipped()["zero_shot_accuracy"]
     except (OSError, ValueError, KeyError):
@@ -245,7 +245,8 @@ def rebuild(out, steps=None, ship=False, log=_log):
 
 def make_record(weights, root, images_sha256, pretraining):
     """The record of a world: ``weights`` (a pocket CLIP file), its dataset under ``root`` with
-    that digest, how it was pretrained, and its zero-shot test accuracy measured now."""
+    that digest, how it was pretrained (the recipe, ``final_loss``: the mean of the last 100 steps'
+    losses, ``seconds``), and its zero-shot test accuracy measured now."""
     from ptnl.clip.weights import file_digest, load_clip
     from ptnl.pocket import pretrain, world
     classes = sorted(world.DOWNSTREAM_CLASSES)

@@ -6,7 +6,7 @@
 #
 # Zero-shot CLIP, a linear probe, a linear classifier on frozen features (ClassifierR, CE) and
 # prompt tuning (PTNL, CE and GCE), at symmetric swap noise rates 0, 0.25, 0.5 and 0.75, two seeds,
-# then the table (and a plot, when matplotlib is installed). About 10 minutes on 2 CPU cores.
+# then the table (and a plot, when matplotlib is installed). About 12 minutes on 2 CPU cores.
 #
 #   bash scripts/ptnl/demo.sh
 #
