@@ -4,11 +4,26 @@ The keys of the built-in losses, trainers and noise protocols are all listed her
 new loss, noise type or trainer in its own file) adds its keys next to its code with
 ``register_config_keys``; ``ptnl.losses.register_loss(options=...)`` does it for loss options.
 """
+import os
 from typing import Callable, List
 
 from yacs.config import CfgNode as CN
 
+
 _HOOKS: List[Callable] = []
+
+# DATALOADER.RANDOMNESS: where the training stream's randomness comes from (ptnl.data.randomness).
+RANDOMNESS = ("per_sample", "coop")
+
+
+def default_num_workers(cap: int = 8) -> int:
+    """Loader worker processes for this machine: the CPUs this process may use, at most ``cap``
+    (CoOp's 8). Results do not depend on it under ``per_sample`` randomness."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(cap, cpus))
 
 
 def register_config_keys(fn: Callable) -> Callable:
@@ -30,6 +45,9 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.NOISE.MODE = "swap"  # which samples: swap (per-class exact) | flip (global)
     if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
         cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key; kept so CoOp configs merge
+
+    cfg.DATALOADER.RANDOMNESS = "per_sample"  # per_sample (same run for any NUM_WORKERS) | coop (CoOp's stream)
+    cfg.DATALOADER.NUM_WORKERS = default_num_workers()  # this machine's CPUs, at most CoOp's 8
 
     cfg.TRAINER.PTNL = CN()
     cfg.TRAINER.PTNL.N_CTX = 16  # number of context tokens

@@ -21,7 +21,7 @@ ALLOWED = {
     "losses": {"config", "registry"},
     "clip": {"compat", "io", "registry", "engine"},
     "noise": {"clip", "compat", "io", "registry", "engine"},
-    "data": {"noise", "clip", "compat", "io", "registry", "engine"},
+    "data": {"noise", "clip", "compat", "config", "io", "registry", "engine"},
     "runs": {"io"},
     "report": {"runs", "io"},
     "pocket": {"data", "clip", "io", "registry", "compat", "engine"},

@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from .data import DataManager
 from .evaluation import build_evaluator
-from .utils import (AverageMeter, MetricMeter, Registry, check_availability, load_checkpoint,
-                    mkdir_if_missing, resume_from_checkpoint, save_checkpoint, tolist_if_not)
+from .utils import (AverageMeter, MetricMeter, Registry, check_availability, global_rng_state,
+                    load_checkpoint, mkdir_if_missing, resume_checkpoint, save_checkpoint,
+                    set_global_rng_state, tolist_if_not)
 
 TRAINER_REGISTRY = Registry("TRAINER")
 
@@ -28,9 +29,22 @@ def build_trainer(cfg):
 
 
 class CheckpointIO:
-    """Resume and load-model methods that work on current torch, shared by this engine and (as
-    overrides) by PTNL's trainers running under real Dassl, whose versions fail there: its
-    ``torch.load`` refuses its own checkpoints, and its ``load_model`` crashes on non-best ones."""
+    """Save, resume and load-model methods that work on current torch, shared by this engine and
+    (as overrides) by PTNL's trainers running under real Dassl, whose versions fail there: its
+    ``torch.load`` refuses its own checkpoints, and its ``load_model`` crashes on non-best ones.
+    Checkpoints are Dassl's files plus ``rng_state`` (the global generators at the end of the
+    epoch), which resuming puts back: a resumed run draws exactly what the uninterrupted one did."""
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        rng_state = global_rng_state()
+        for name in self.get_model_names():
+            model_dict = self._models[name].state_dict()
+            optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
+            sched_dict = self._scheds[name].state_dict() if self._scheds[name] is not None else None
+            save_checkpoint(
+                {"state_dict": model_dict, "epoch": epoch + 1, "optimizer": optim_dict,
+                 "scheduler": sched_dict, "val_result": val_result, "rng_state": rng_state},
+                osp.join(directory, name), is_best=is_best, model_name=model_name)
 
     def resume_model_if_exist(self, directory):
         names = self.get_model_names()
@@ -44,11 +58,16 @@ class CheckpointIO:
             print("No checkpoint found, train from scratch")
             return 0
         print("Found checkpoint at {} (will resume training)".format(directory))
-        start_epoch = 0
+        start_epoch, rng_state = 0, None
         for name in names:
             path = osp.join(directory, name)
-            start_epoch = resume_from_checkpoint(path, self._models[name], self._optims[name],
-                                                 self._scheds[name])
+            checkpoint = resume_checkpoint(path, self._models[name], self._optims[name], self._scheds[name])
+            start_epoch, rng_state = checkpoint["epoch"], checkpoint.get("rng_state", rng_state)
+        if rng_state is not None:
+            set_global_rng_state(rng_state)
+        else:
+            print("The checkpoint holds no random-generator states (written by Dassl or an older PTNL): "
+                  "the resumed run may draw differently from an uninterrupted one")
         return start_epoch
 
     def load_model(self, directory, epoch=None):
@@ -106,16 +125,6 @@ class TrainerBase(CheckpointIO):
                 assert name in names_real
             return names
         return names_real
-
-    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        for name in self.get_model_names():
-            model_dict = self._models[name].state_dict()
-            optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
-            sched_dict = self._scheds[name].state_dict() if self._scheds[name] is not None else None
-            save_checkpoint(
-                {"state_dict": model_dict, "epoch": epoch + 1, "optimizer": optim_dict,
-                 "scheduler": sched_dict, "val_result": val_result},
-                osp.join(directory, name), is_best=is_best, model_name=model_name)
 
     def set_model_mode(self, mode="train", names=None):
         for name in self.get_model_names(names):

@@ -177,6 +177,23 @@ def set_random_seed(seed):
     torch.cuda.manual_seed_all(seed)
 
 
+def global_rng_state():
+    """The global generators' states (torch CPU and CUDA, numpy, Python), for a checkpoint."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state):
+    """Put back what ``global_rng_state`` saved, so a resumed run draws what the uninterrupted one did."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 # ----------------------------------------------------------------------------- meters, metrics
 class AverageMeter:
     def __init__(self, ema=False):
@@ -291,6 +308,14 @@ def load_checkpoint(fpath):
 
 
 def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """Load the checkpoint named in ``<fdir>/checkpoint`` into model, optimizer and scheduler;
+    returns the epoch to start from (Dassl's signature)."""
+    return resume_checkpoint(fdir, model, optimizer, scheduler)["epoch"]
+
+
+def resume_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """``resume_from_checkpoint`` returning the whole checkpoint dict (its ``epoch`` is the epoch
+    to start from; a PTNL checkpoint also holds ``rng_state``)."""
     with open(osp.join(fdir, "checkpoint"), "r") as checkpoint:
         model_name = checkpoint.readlines()[0].strip("\n")
         fpath = osp.join(fdir, model_name)
@@ -304,9 +329,8 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
     if scheduler is not None and "scheduler" in checkpoint.keys():
         scheduler.load_state_dict(checkpoint["scheduler"])
         print("Loaded scheduler")
-    start_epoch = checkpoint["epoch"]
-    print("Previous epoch: {}".format(start_epoch))
-    return start_epoch
+    print("Previous epoch: {}".format(checkpoint["epoch"]))
+    return checkpoint
 
 
 def load_pretrained_weights(model, weight_path):

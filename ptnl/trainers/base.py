@@ -18,6 +18,7 @@ from ptnl import compat
 from ptnl import plugins  # noqa: F401  (registers the built-in local weights names, e.g. "pocket")
 from ptnl.clip.weights import effective_precision, load_clip
 from ptnl.data.decoded import wrapper_for
+from ptnl.data.randomness import build_train_loader, check_randomness, set_loader_epoch
 from ptnl.io import get_logger, write_json_atomic
 from ptnl.losses import loss_from_cfg
 from ptnl.noise import check_protocol, label_training_set
@@ -53,6 +54,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
             raise ValueError("TRAINER.PTNL.PREC must be one of {}, got {!r}".format(PRECISIONS, opts.PREC))
         loss_from_cfg(cfg)  # unknown loss or bad option: fail before any data is read
         check_protocol(cfg.DATASET.NOISE.RATE, cfg.DATASET.NOISE.TYPE, cfg.DATASET.NOISE.MODE)
+        check_randomness(cfg)
 
     def build_data_loader(self):
         super().build_data_loader()
@@ -62,7 +64,8 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         self.true_label_of = {d.impath: t for d, t in zip(train, true_labels)}
         if hasattr(dataset, "set_training_set"):  # PTNL's datasets tell what is trained on; others are left alone
             dataset.set_training_set(train)
-        if train is not self._loader_source or (self.TRAINS and self.cfg.TRAINER.PTNL.DECODE_CACHE_MB > 0):
+        if (train is not self._loader_source or self.cfg.DATALOADER.RANDOMNESS != "coop"
+                or (self.TRAINS and self.cfg.TRAINER.PTNL.DECODE_CACHE_MB > 0)):
             self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
 
     def training_set(self, dataset) -> Tuple[list, list, object]:
@@ -78,13 +81,10 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         return self.dm.train_loader_x.dataset.data_source
 
     def _rebuild_train_loader(self, data_source):
-        """The train loader over ``data_source``, as Dassl builds it, with decoded images kept in
-        memory when TRAINER.PTNL.DECODE_CACHE_MB allows."""
-        x = self.cfg.DATALOADER.TRAIN_X
-        return compat.build_data_loader(
-            self.cfg, sampler_type=x.SAMPLER, data_source=data_source, batch_size=x.BATCH_SIZE,
-            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=self.dm.train_loader_x.dataset.transform,
-            is_train=True, dataset_wrapper=wrapper_for(self.cfg.TRAINER.PTNL.DECODE_CACHE_MB))
+        """The train loader over ``data_source`` with DATALOADER.RANDOMNESS (``ptnl.data.randomness``),
+        decoded images kept in memory when TRAINER.PTNL.DECODE_CACHE_MB allows."""
+        return build_train_loader(self.cfg, data_source, self.dm.train_loader_x.dataset.transform,
+                                  dataset_wrapper=wrapper_for(self.cfg.TRAINER.PTNL.DECODE_CACHE_MB))
 
     # ------------------------------------------------------------------ model helpers
     @property
@@ -170,6 +170,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
 
     # ------------------------------------------------------------------ diagnostics
     def before_epoch(self):
+        set_loader_epoch(self.train_loader_x, self.epoch)  # per_sample randomness: this epoch's order and draws
         self._diag = EpochDiagnostics(self.get_current_lr())
 
     def _track(self, output, label, impaths, loss):
@@ -216,7 +217,8 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         self.epoch_records = [r for r in records if r["epoch"] <= self.start_epoch]
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        super().save_model(epoch, directory, is_best=is_best, val_result=val_result, model_name=model_name)
+        compat.CheckpointIO.save_model(self, epoch, directory, is_best=is_best, val_result=val_result,
+                                       model_name=model_name)  # with the random states (Dassl's has none)
         keep = self.cfg.TRAINER.PTNL.KEEP_CHECKPOINTS
         if model_name or keep <= 0:
             return
@@ -273,6 +275,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
             "epochs": self.epoch_records,
             "engine": {"name": compat.ENGINE, "version": compat.ENGINE_VERSION},
             "precision": self.precision,
+            "randomness": cfg.DATALOADER.RANDOMNESS, "num_workers": cfg.DATALOADER.NUM_WORKERS,
             "config_digest": config_digest(cfg),
             "wall_time_s": time.time() - self._wall_start,
         })
