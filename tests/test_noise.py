@@ -70,9 +70,9 @@ def assert_swap_invariants(labels, pool, out, rate, noise_type, num_classes):
     assert len(set(used.tolist())) == len(used)
     assert np.all((used >= 0) & (used < len(pool)))
     if noise_type == "pair":
-        # slot c holds an image of class c - 1: given = (true + 1) mod C
-        np.testing.assert_array_equal(true[noisy], (labels[noisy] - 1) % num_classes)
-        np.testing.assert_array_equal(labels[noisy], (true[noisy] + 1) % num_classes)
+        # JoAPR's pairflip: slot c holds an image of class c + 1: given = (true - 1) mod C
+        np.testing.assert_array_equal(true[noisy], (labels[noisy] + 1) % num_classes)
+        np.testing.assert_array_equal(labels[noisy], (true[noisy] - 1) % num_classes)
 
 
 def assert_flip_invariants(labels, out, rate, noise_type, num_classes):
@@ -123,12 +123,22 @@ def test_swap_invariants_with_uneven_shots(noise_type, rate):
     assert_swap_invariants(labels, pool, out, rate, noise_type, 6)
 
 
-def test_swap_pair_slot_takes_previous_class():
+def test_swap_pair_places_next_class_images_into_class_c():
+    """JoAPR's pairflip (add_noise.py): class c receives images of class c + 1."""
     out = swap_noise(LABELS, POOL, 0.5, C, 1, "pair")
     for c in range(C):
         slot = (LABELS == c) & out["noisy"]
         assert slot.sum() == 8
-        assert set(out["true"][slot].tolist()) == {(c - 1) % C}
+        assert set(out["true"][slot].tolist()) == {(c + 1) % C}
+
+
+@pytest.mark.parametrize("name,swap_src,flip_shift", [("pair_next", -1, 1), ("pair_prev", 1, -1)])
+def test_fixed_direction_pair_types(name, swap_src, flip_shift):
+    out = swap_noise(LABELS, POOL, 0.5, C, 1, name)
+    for c in range(C):
+        assert set(out["true"][(LABELS == c) & out["noisy"]].tolist()) == {(c + swap_src) % C}
+    flip = flip_noise(LABELS, 0.5, C, 1, name)
+    np.testing.assert_array_equal(flip["given"][flip["noisy"]], (LABELS[flip["noisy"]] + flip_shift) % C)
 
 
 def test_swap_sym_uses_several_source_classes():
@@ -350,6 +360,10 @@ def _check_record(items, true, record, rate, noise_type, mode, seed=1):
     assert [s["impath"] for s in record["samples"]] == [d.impath for d in items]
     assert record["type"] == noise_type and record["mode"] == mode
     assert record["rate"] == rate and record["seed"] == seed
+    if noise_type == "pair":  # noise.json says the direction and where it comes from
+        assert record["label_rule"] == {
+            "swap": "an image of class y is labelled (y - 1) mod C (JoAPR's pairflip)",
+            "flip": "an image of class y is labelled (y + 1) mod C (NLPrompt's asym)"}[mode]
     n_noisy = sum(t != g for t, g in zip(true, given))
     assert record["num_noisy"] == n_noisy
     assert record["num_samples"] == len(items)
@@ -395,7 +409,7 @@ def test_apply_noise_swap(noise_type, rate):
             assert d.impath not in few_paths
             assert d.impath in pool_by_path and pool_by_path[d.impath].label == t != d.label
             if noise_type == "pair":
-                assert d.label == (t + 1) % C
+                assert d.label == (t - 1) % C
 
 
 def test_apply_noise_swap_with_full_training_split_never_reuses_fewshot_images():

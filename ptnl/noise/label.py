@@ -124,6 +124,7 @@ def noisy_items(items: Sequence, pool: Optional[Sequence], *, rate: float, noise
         "small_classes": {str(k): v["shots"] for k, v in sorted(per_class.items()) if v["shots"] < shots},
         "confusion_fallbacks": int(fallback.sum()),
         "generator": "ptnl.noise ({} / {})".format(mode, noise_type),
+        "label_rule": _noise_type(noise_type).label_rule(mode),
         "per_class": {str(k): v for k, v in sorted(per_class.items())},
         "transition": transition_matrix(true, given, num_classes),
         "samples": [{"impath": it.impath, "true_label": int(t), "label": int(g)}

@@ -88,6 +88,11 @@ class NoiseType:
         (None, False) when none is left. Called for every slot whatever the rate."""
         raise NotImplementedError
 
+    def label_rule(self, mode: str) -> Optional[str]:
+        """In words, which wrong label an image of class y gets under protocol ``mode`` (written
+        to noise.json), when the type fixes it."""
+        return None
+
 
 @register_noise_type("sym")
 class Symmetric(NoiseType):
@@ -103,15 +108,47 @@ class Symmetric(NoiseType):
         return (state.next_unused(state.queues[candidates[int(u * len(candidates))]]) if candidates else None), False
 
 
-@register_noise_type("pair")
-class Pair(NoiseType):
-    """flip: y becomes (y + 1) mod C; swap: class c receives images of class c - 1."""
+class _PairBase(NoiseType):
+    """An image of class y gets the label y + shift (mod C); ``shifts`` gives the shift per
+    protocol."""
+
+    shifts = {"flip": 1, "swap": 1}
+    origin = {}
 
     def flip_labels(self, labels, offsets, num_classes, scores):
-        return (labels + 1) % num_classes
+        return (labels + self.shifts["flip"]) % num_classes
 
-    def swap_take(self, c, state):
-        return state.next_unused(state.queues[(c - 1) % state.num_classes]), False
+    def swap_take(self, c, state):  # slot of class c takes an image of class c - shift
+        return state.next_unused(state.queues[(c - self.shifts["swap"]) % state.num_classes]), False
+
+    def label_rule(self, mode):
+        shift = self.shifts[mode]
+        rule = "an image of class y is labelled (y {} 1) mod C".format("+" if shift > 0 else "-")
+        return rule + (" ({})".format(self.origin[mode]) if mode in self.origin else "")
+
+
+@register_noise_type("pair")
+class Pair(_PairBase):
+    """Each protocol's own pair direction: swap (JoAPR's pairflip) puts images of class c + 1 into
+    class c, so y is labelled y - 1; flip (NLPrompt's asym) relabels y as y + 1. ``pair_next`` and
+    ``pair_prev`` fix one direction for both protocols."""
+
+    shifts = {"flip": 1, "swap": -1}
+    origin = {"swap": "JoAPR's pairflip", "flip": "NLPrompt's asym"}
+
+
+@register_noise_type("pair_next")
+class PairNext(_PairBase):
+    """y is labelled y + 1 under both protocols (PTNL's pair before it followed each protocol's origin)."""
+
+    shifts = {"flip": 1, "swap": 1}
+
+
+@register_noise_type("pair_prev")
+class PairPrev(_PairBase):
+    """y is labelled y - 1 under both protocols."""
+
+    shifts = {"flip": -1, "swap": -1}
 
 
 @register_noise_type("confusion")
