@@ -61,6 +61,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.SCE_BETA = 1.0  # sce: weight of reverse CE
     cfg.TRAINER.PTNL.NCE_ALPHA = 1.0  # nce_rce: weight of normalised CE
     cfg.TRAINER.PTNL.NCE_BETA = 1.0  # nce_rce: weight of reverse CE
+    cfg.TRAINER.PTNL.RCE_A = -4.0  # sce, nce_rce: log 0 := A in reverse CE (SCE paper; the release: log 1e-4)
     cfg.TRAINER.PTNL.SAVE_TEST_LOGITS = False  # write test_logits.pt (UPL always does) for seed ensembles
     cfg.TRAINER.PTNL.ANALYSIS = False  # per-epoch gradient norms of clean vs noisy samples, confusion matrix
     cfg.TRAINER.PTNL.TRUNCATE_TEXT = True  # run the text transformer only up to the last end-of-text token

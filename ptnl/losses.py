@@ -92,28 +92,38 @@ def mean_absolute_error(logits, labels, reduction="mean", **_):
     return _reduce(1.0 - _true_class_prob(logits, labels), reduction)
 
 
-RCE_LOG_ZERO = -4.0  # log 0 of the one-hot label, clipped (Wang et al. 2019)
+RCE_LOG_ZERO = -4.0  # A: log 0 of the one-hot label, clipped (Wang et al. 2019); the release clamps at 1e-4
 
 
-def _reverse_ce(logits, labels):
-    """-sum_k p_k log q_k with q the one-hot label and log 0 := -4: equals 4 (1 - p_y)."""
-    return -RCE_LOG_ZERO * (1.0 - _true_class_prob(logits, labels))
+def check_rce_a(**options):
+    a = options["rce_a"]
+    if not a < 0:
+        raise ValueError("Reverse CE needs log 0 := A < 0 (TRAINER.PTNL.RCE_A), got {}".format(a))
 
 
-@register_loss("sce", options={"sce_alpha": "SCE_ALPHA", "sce_beta": "SCE_BETA"})
-def symmetric_cross_entropy(logits, labels, sce_alpha=0.1, sce_beta=1.0, reduction="mean", **_):
+def _reverse_ce(logits, labels, rce_a):
+    """-sum_k p_k log q_k with q the one-hot label and log 0 := A: equals -A (1 - p_y). A = -4 is
+    the SCE paper's; the paper's released loss clamps q at 1e-4, i.e. A = log 1e-4 (about -9.21)."""
+    return -rce_a * (1.0 - _true_class_prob(logits, labels))
+
+
+@register_loss("sce", options={"sce_alpha": "SCE_ALPHA", "sce_beta": "SCE_BETA", "rce_a": "RCE_A"},
+               check=check_rce_a)
+def symmetric_cross_entropy(logits, labels, sce_alpha=0.1, sce_beta=1.0, rce_a=RCE_LOG_ZERO, reduction="mean",
+                            **_):
     """alpha * CE + beta * reverse CE (Wang et al. 2019)."""
     ce = F.cross_entropy(logits.float(), labels, reduction="none")
-    return _reduce(sce_alpha * ce + sce_beta * _reverse_ce(logits, labels), reduction)
+    return _reduce(sce_alpha * ce + sce_beta * _reverse_ce(logits, labels, rce_a), reduction)
 
 
-@register_loss("nce_rce", options={"nce_alpha": "NCE_ALPHA", "nce_beta": "NCE_BETA"})
-def normalized_ce_plus_rce(logits, labels, nce_alpha=1.0, nce_beta=1.0, reduction="mean", **_):
+@register_loss("nce_rce", options={"nce_alpha": "NCE_ALPHA", "nce_beta": "NCE_BETA", "rce_a": "RCE_A"},
+               check=check_rce_a)
+def normalized_ce_plus_rce(logits, labels, nce_alpha=1.0, nce_beta=1.0, rce_a=RCE_LOG_ZERO, reduction="mean", **_):
     """alpha * normalised CE + beta * reverse CE (Ma et al. 2020, an "active-passive" loss):
     NCE = -log p_y / -sum_k log p_k is bounded, so noisy samples cannot dominate."""
     logp = F.log_softmax(logits.float(), dim=1)
     nce = logp.gather(1, labels.view(-1, 1)).squeeze(1) / logp.sum(dim=1)
-    return _reduce(nce_alpha * nce + nce_beta * _reverse_ce(logits, labels), reduction)
+    return _reduce(nce_alpha * nce + nce_beta * _reverse_ce(logits, labels, rce_a), reduction)
 
 
 class Loss:

@@ -177,6 +177,21 @@ def test_sce_and_nce_rce_formulas():
         (2.0 * nce + 0.5 * rce).mean().item(), rel=1e-5)
 
 
+def test_rce_a_option_reproduces_the_releases_clamped_one_hot():
+    """The release's RCE: -sum_k p_k log(clamp(onehot_k, 1e-4, 1)), i.e. A = log 1e-4."""
+    torch.manual_seed(4)
+    logits, labels = torch.randn(7, 6), torch.randint(0, 6, (7,))
+    p = torch.softmax(logits, 1)
+    onehot = torch.nn.functional.one_hot(labels, 6).float().clamp(min=1e-4, max=1.0)
+    release_rce = -(p * torch.log(onehot)).sum(1)
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    got = build_loss("sce", sce_alpha=0.1, sce_beta=1.0, rce_a=math.log(1e-4))(logits, labels)
+    assert got.item() == pytest.approx((0.1 * ce + release_rce).mean().item(), rel=1e-5)
+    assert build_loss("sce")(logits, labels).item() != pytest.approx(got.item(), rel=1e-3)  # default A = -4
+    with pytest.raises(ValueError, match="RCE_A"):
+        build_loss("nce_rce", rce_a=0.0)
+
+
 def test_gce_q_checked_when_built():
     with pytest.raises(ValueError, match="GCE_Q"):
         build_loss("gce", gce_q=0.0)
