@@ -70,7 +70,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.KEEP_CHECKPOINTS = 1  # periodic checkpoints kept (newest); 0 keeps all
 
     cfg.TRAINER.UPL = CN()
-    cfg.TRAINER.UPL.NUM_PER_CLASS = -1  # pseudo-labelled images kept per class (<= 0: DATASET.NUM_SHOTS)
+    cfg.TRAINER.UPL.NUM_PER_CLASS = -1  # pseudo-labelled images kept per class (<= 0: DATASET.NUM_SHOTS, else 16)
     cfg.TRAINER.UPL.SELECTION = "topk"  # topk (most confident, UPL) | random (the paper's variant)
     cfg.TRAINER.UPL.TEMPLATES = "dataset"  # dataset | ensemble (7 ImageNet templates + the dataset's)
     cfg.TRAINER.UPL.BACKBONES = ()  # pseudo-labelling CLIPs, probabilities averaged; () = MODEL.BACKBONE.NAME

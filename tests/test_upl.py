@@ -69,16 +69,27 @@ def test_pseudo_label_report_counts():
     assert rep["classes_below_k"] == [0] and rep["classes_without_pseudo_labels"] == [2, 3]
 
 
-def upl_trainer(data, clip, out, seed=1, selection="random"):
+def upl_trainer(data, clip, out, seed=1, selection="random", shots=4):
     cfg = compat.get_cfg_default()
     extend_cfg(cfg)
     cfg.merge_from_file("configs/trainers/UPL/rn50.yaml")
-    cfg.merge_from_list(["DATASET.ROOT", data, "DATASET.NAME", "DescribableTextures", "DATASET.NUM_SHOTS", 4,
+    cfg.merge_from_list(["DATASET.ROOT", data, "DATASET.NAME", "DescribableTextures", "DATASET.NUM_SHOTS", shots,
                          "SEED", seed, "TRAINER.NAME", "UPL", "MODEL.BACKBONE.NAME", clip, "OUTPUT_DIR", out,
                          "TRAINER.UPL.SELECTION", selection, "OPTIM.MAX_EPOCH", 2] + SMALL_OPTS)
     cfg.freeze()
     compat.set_random_seed(seed)
     return compat.build_trainer(cfg)
+
+
+def test_upl_without_k_takes_upls_16_per_class(world, tmp_path, monkeypatch):
+    """No DATASET.NUM_SHOTS and no TRAINER.UPL.NUM_PER_CLASS: UPL's release default, 16 per class
+    (it used to stop with "needs K > 0")."""
+    from ptnl.trainers.upl import upl_k
+    monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
+    trainer = upl_trainer(world["data"], world["clip"], str(tmp_path / "k"), shots=-1)
+    assert upl_k(trainer.cfg) == 16
+    counts = np.bincount([d.label for d in trainer.train_items])
+    assert counts.max() == 16  # the small random CLIP puts most images in one pseudo-class
 
 
 def train_and_summarise(trainer):

@@ -34,7 +34,7 @@ class UPL(PTNL):
         """K pseudo-labelled images per pseudo-class from the whole training split."""
         cfg = self.cfg
         opts = cfg.TRAINER.UPL
-        k = opts.NUM_PER_CLASS if opts.NUM_PER_CLASS > 0 else cfg.DATASET.NUM_SHOTS
+        k = upl_k(cfg)
         pool = getattr(dataset, "full_train", None)
         if pool is None:
             if cfg.DATASET.NUM_SHOTS > 0:
@@ -42,8 +42,6 @@ class UPL(PTNL):
                                  "sample; set DATASET.NUM_SHOTS -1 and TRAINER.UPL.NUM_PER_CLASS K".format(
                                      cfg.DATASET.NAME))
             pool = list(dataset.train_x)
-        if k <= 0:
-            raise ValueError("UPL needs K > 0 pseudo-labels per class (TRAINER.UPL.NUM_PER_CLASS or DATASET.NUM_SHOTS)")
         probs = self.zero_shot_probs([d.impath for d in pool])
         pseudo, conf = pseudo_labels(probs)
         chosen = select_per_class(pseudo, conf, k, opts.SELECTION, cfg.SEED)
@@ -86,6 +84,18 @@ class UPL(PTNL):
         record = super().results_record()
         record["upl"] = self.upl_record
         return record
+
+
+UPL_DEFAULT_K = 16  # pseudo-labelled images per class in UPL's release
+
+
+def upl_k(cfg) -> int:
+    """K pseudo-labelled images per class: TRAINER.UPL.NUM_PER_CLASS, else DATASET.NUM_SHOTS, else
+    UPL's 16 (a run without either trains as UPL's release does)."""
+    for k in (cfg.TRAINER.UPL.NUM_PER_CLASS, cfg.DATASET.NUM_SHOTS):
+        if k > 0:
+            return k
+    return UPL_DEFAULT_K
 
 
 def _test_transform(cfg, size):
