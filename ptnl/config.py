@@ -53,6 +53,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.N_CTX = 16  # number of context tokens
     cfg.TRAINER.PTNL.CSC = False  # class-specific context
     cfg.TRAINER.PTNL.CTX_INIT = ""  # initialise the context from these words
+    cfg.TRAINER.PTNL.CTX_INIT_MODE = "coop"  # coop (word count, shared context) | tokens (every BPE token, CSC copies)
     cfg.TRAINER.PTNL.CLASS_TOKEN_POSITION = "end"  # end | middle | front
     cfg.TRAINER.PTNL.PREC = "fp16"  # fp16 | fp32 | amp (fp32 on CPU whatever is asked)
     cfg.TRAINER.PTNL.LOSS = "ce"  # see ptnl.losses.available_losses()

@@ -174,21 +174,38 @@ def test_ctx_init_is_deterministic_under_manual_seed(vit_clip):
     assert not torch.equal(a.ctx, learner(vit_clip, seed=4, n_ctx=4).ctx)
 
 
+@pytest.mark.parametrize("mode", ("coop", "tokens"))
 @pytest.mark.parametrize("csc", (False, True))
 @pytest.mark.parametrize("ctx_init", ("a photo of a", "a_photo_of_a", " a photo of a "))
-def test_ctx_init_words(vit_clip, ctx_init, csc):
-    pl = learner(vit_clip, n_ctx=16, ctx_init=ctx_init, csc=csc)
+def test_ctx_init_words(vit_clip, ctx_init, csc, mode):
+    pl = learner(vit_clip, n_ctx=16, ctx_init=ctx_init, csc=csc, ctx_init_mode=mode)
     assert pl.n_ctx == 4
     words = embed(vit_clip, ["a photo of a"])[0, 1:5]
-    if csc:
+    if csc and mode == "tokens":  # per-class copies
         assert pl.ctx.shape == (len(CLASSNAMES), 4, words.shape[-1])
         for i in range(len(CLASSNAMES)):
             assert torch.equal(pl.ctx[i], words)
-    else:
+    else:  # CoOp: one shared context from CTX_INIT, CSC or not
         assert torch.equal(pl.ctx, words)
     assert pl.prompt_texts == ["a photo of a " + n + "." for n in NAMES]
     # the initial prompts are exactly the embeddings of the template text
     assert torch.equal(pl(), embed(vit_clip, pl.prompt_texts))
+
+
+def test_ctx_init_counts_words_as_coop(vit_clip):
+    """CoOp: n_ctx = len(ctx_init.split(" ")); "itap" is two BPE tokens, so "itap of a" learns 3
+    vectors and the 4th token stays in the fixed part of the prompt."""
+    from ptnl.clip.prompts import _bpe_len
+    assert _bpe_len("itap of a") == 4
+    pl = learner(vit_clip, n_ctx=16, ctx_init="itap of a")
+    full = embed(vit_clip, ["itap of a"])[0]
+    assert pl.n_ctx == 3 and torch.equal(pl.ctx, full[1:4])
+    assert torch.equal(pl.token_suffix[0, 0], full[4])  # the 4th token is fixed
+    assert torch.equal(pl(), embed(vit_clip, pl.prompt_texts))
+    ours = learner(vit_clip, n_ctx=16, ctx_init="itap of a", ctx_init_mode="tokens")
+    assert ours.n_ctx == 4 and torch.equal(ours.ctx, full[1:5])
+    with pytest.raises(ValueError, match="CTX_INIT_MODE"):
+        learner(vit_clip, ctx_init="a photo", ctx_init_mode="bpe")
 
 
 @pytest.mark.parametrize("csc", (False, True))

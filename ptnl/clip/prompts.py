@@ -55,17 +55,30 @@ def assemble_prompts(prefix, ctx, suffix, name_lens, position="end"):
     return torch.cat(prompts, dim=0)
 
 
+CTX_INIT_MODES = ("coop", "tokens")
+
+
+def ctx_init_length(ctx_init: str, mode: str = "coop") -> int:
+    """How many context vectors CTX_INIT gives. ``coop``: its word count, as CoOp (the first that
+    many BPE tokens are learned; a word split into several tokens leaves the last ones fixed in the
+    prompt, e.g. "itap of a": 3 learned, the 4th token fixed). ``tokens``: every BPE token."""
+    return len(ctx_init.split()) if mode == "coop" else _bpe_len(ctx_init)
+
+
 class PromptLearner(nn.Module):
     """CoOp's context vectors: shared ([n, D]) or class-specific ([C, n, D]), initialised from
-    N(0, 0.02) or from the embeddings of ``ctx_init`` words.
+    N(0, 0.02) or from the embeddings of ``ctx_init`` words (``ctx_init_mode``: CoOp's word count
+    and one shared context, or every BPE token and per-class copies under ``csc``).
 
     ``learn_ctx`` makes the context trainable (PTNL); ``learn_names`` makes the class-name token
     embeddings trainable too (Full-Prompt-Tuning), or alone with a fixed ``ctx_init`` template
     (CLS-Tuning). Start, end and padding tokens always stay fixed."""
 
     def __init__(self, classnames, clip_model, n_ctx=16, ctx_init="", csc=False, position="end",
-                 learn_ctx=True, learn_names=False):
+                 learn_ctx=True, learn_names=False, ctx_init_mode="coop"):
         super().__init__()
+        if ctx_init_mode not in CTX_INIT_MODES:
+            raise ValueError("CTX_INIT_MODE must be one of {}, got {!r}".format(CTX_INIT_MODES, ctx_init_mode))
         if position not in POSITIONS:
             raise ValueError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
         if n_ctx < 0:
@@ -75,11 +88,15 @@ class PromptLearner(nn.Module):
         n_cls = len(classnames)
         ctx_init = ctx_init.replace("_", " ").strip()
         if ctx_init:
-            n_ctx = _bpe_len(ctx_init)
+            n_ctx = ctx_init_length(ctx_init, ctx_init_mode)
+            if learn_names and n_ctx != _bpe_len(ctx_init):
+                raise ValueError("CTX_INIT {!r} has {} words but {} BPE tokens: with learned class names set "
+                                 "TRAINER.PTNL.CTX_INIT_MODE tokens".format(ctx_init, n_ctx, _bpe_len(ctx_init)))
             with torch.no_grad():
                 emb = clip_model.token_embedding(tokenize([ctx_init])).type(dtype)
             init = emb[0, 1:1 + n_ctx]
-            ctx = init.unsqueeze(0).repeat(n_cls, 1, 1) if csc else init.clone()
+            per_class = csc and ctx_init_mode == "tokens"  # CoOp keeps one shared context
+            ctx = init.unsqueeze(0).repeat(n_cls, 1, 1) if per_class else init.clone()
             prefix_text = ctx_init
         else:
             shape = (n_cls, n_ctx, dim) if csc else (n_ctx, dim)

@@ -23,7 +23,7 @@ class PTNL(PTNLTrainerBase):
         learner = PromptLearner(self.dm.dataset.classnames, clip_model,
                                 n_ctx=opts.N_CTX, ctx_init=self.FIXED_TEMPLATE or opts.CTX_INIT, csc=opts.CSC,
                                 position=opts.CLASS_TOKEN_POSITION, learn_ctx=self.LEARN_CTX,
-                                learn_names=self.LEARN_NAMES)
+                                learn_names=self.LEARN_NAMES, ctx_init_mode=opts.CTX_INIT_MODE)
         self.model = PromptCLIP(learner, clip_model)
         self.model.text_encoder.truncate = self.cfg.TRAINER.PTNL.TRUNCATE_TEXT
         log.info("Turning off gradients in both the image and the text encoder")
