@@ -77,8 +77,10 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.UPL.BACKBONES = ()  # pseudo-labelling CLIPs, probabilities averaged; () = MODEL.BACKBONE.NAME
 
     cfg.TRAINER.LINEAR_PROBE = CN()
-    cfg.TRAINER.LINEAR_PROBE.C = 1e3  # inverse L2 regularisation strength of the logistic regression
-    cfg.TRAINER.LINEAR_PROBE.SEARCH_C = False  # choose C on the (clean, few-shot) val split instead
+    cfg.TRAINER.LINEAR_PROBE.PROTOCOL = "coop"  # coop (CoOp's lpclip: raw features, C searched on val) | fixed
+    cfg.TRAINER.LINEAR_PROBE.C = 1e3  # fixed: inverse L2 regularisation strength of the logistic regression
+    cfg.TRAINER.LINEAR_PROBE.SEARCH_C = False  # fixed: choose C on the val split from 1e-2 ... 1e4 instead
+    cfg.TRAINER.LINEAR_PROBE.VAL_NOISE = False  # give the few-shot val split the run's label noise (default clean)
     cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
 
     cfg.TRAINER.IMAGENET_FT = CN()

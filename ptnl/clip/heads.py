@@ -30,14 +30,16 @@ class LinearHead(nn.Module):
     """logits = scale * normalize(f) @ W^T + b, W [C, D]. Initialised from text features it
     is zero-shot CLIP (Classifier-C); from random weights, Classifier-R."""
 
-    def __init__(self, weight, scale):
+    def __init__(self, weight, scale, normalize=True):
         super().__init__()
         self.weight = nn.Parameter(weight.clone().float())
         self.bias = nn.Parameter(torch.zeros(weight.shape[0]))
         self.register_buffer("scale", torch.as_tensor(float(scale)))
+        self.normalize = normalize  # False: the raw features, as CoOp's linear probe
 
     def forward(self, features):
-        return self.scale * normalize(features.float()) @ self.weight.t() + self.bias
+        f = features.float()
+        return self.scale * (normalize(f) if self.normalize else f) @ self.weight.t() + self.bias
 
 
 class ImageClassifier(nn.Module):

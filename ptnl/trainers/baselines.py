@@ -6,14 +6,19 @@ import torch
 import torch.nn as nn
 
 from ptnl.clip.heads import ImageClassifier, LinearHead
+from ptnl.clip.text import normalize
 from ptnl.clip.weights import BackboneError, WeightsNotFoundError, downloads_off
 from ptnl.io import get_logger
+from ptnl.noise import flip_noise
 from ptnl.trainers.base import PTNLTrainerBase
 from ptnl.trainers.registry import register_trainer
 
 log = get_logger(__name__)
 
-SEARCH_GRID = [10.0 ** k for k in range(-2, 5)]
+SEARCH_GRID = [10.0 ** k for k in range(-2, 5)]  # PROTOCOL fixed, SEARCH_C True
+COOP_GRID = [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6]  # CoOp's lpclip: first pass, then a binary search
+COOP_STEPS = 8
+PROTOCOLS = ("coop", "fixed")
 
 
 def fit_logistic_regression(x, y, c, max_iter=1000):
@@ -24,37 +29,97 @@ def fit_logistic_regression(x, y, c, max_iter=1000):
     return clf
 
 
+def val_accuracy(x, y, xv, yv, c, max_iter=1000):
+    """Accuracy on (xv, yv) of the logistic regression fitted on (x, y) with C = ``c``."""
+    return float((fit_logistic_regression(x, y, c, max_iter).predict(xv) == yv).mean())
+
+
+def coop_search_c(x, y, xv, yv, max_iter=1000, steps=COOP_STEPS):
+    """CoOp's lpclip search of C on a validation set: the best of 1e6 ... 1e-6 (first on ties),
+    then ``steps`` rounds comparing the two ends of [peak/10, peak*10] and halving the range, in
+    log10, towards the better end (the left one on ties); the C of the last round is kept.
+    Returns (C, [(C, val accuracy), ...] in the order tried)."""
+    tried = [(c, val_accuracy(x, y, xv, yv, c, max_iter)) for c in COOP_GRID]
+    peak = COOP_GRID[int(np.argmax([a for _, a in tried]))]
+    left, right = 0.1 * peak, 10.0 * peak
+    final = peak
+    for _ in range(steps):
+        acc_left, acc_right = val_accuracy(x, y, xv, yv, left, max_iter), val_accuracy(x, y, xv, yv, right, max_iter)
+        tried += [(left, acc_left), (right, acc_right)]
+        mid = 0.5 * (np.log10(left) + np.log10(right))
+        if acc_left < acc_right:
+            final, left, right = right, 10.0 ** mid, right
+        else:
+            final, left, right = left, left, 10.0 ** mid
+    return final, tried
+
+
 @register_trainer
 class LinearProbe(PTNLTrainerBase):
-    """Logistic regression on L2-normalised CLIP image features of the (noisy) few-shot set,
-    un-augmented (the test transform). TRAINER.LINEAR_PROBE.C, or chosen on the val split."""
+    """Logistic regression on frozen CLIP image features of the (noisy) few-shot set, un-augmented
+    (the test transform). TRAINER.LINEAR_PROBE.PROTOCOL ``coop`` (CoOp's lpclip, the paper's
+    Fig. 1 probe): raw features, C searched on the few-shot val split (``coop_search_c``);
+    ``fixed``: L2-normalised features, C = TRAINER.LINEAR_PROBE.C (or SEARCH_C's coarse grid).
+    TRAINER.LINEAR_PROBE.VAL_NOISE gives the val split the run's label noise."""
 
     TRAINS = False
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.TRAINER.LINEAR_PROBE.PROTOCOL not in PROTOCOLS:
+            raise ValueError("TRAINER.LINEAR_PROBE.PROTOCOL must be one of {}, got {!r}".format(
+                PROTOCOLS, cfg.TRAINER.LINEAR_PROBE.PROTOCOL))
 
     def build_model(self):
         clip_model = self.load_clip_model()
         num_classes = self.dm.num_classes
         dim = clip_model.text_projection.shape[1]
-        self.model = ImageClassifier(clip_model, LinearHead(torch.zeros(num_classes, dim), 1.0))
+        raw = self.cfg.TRAINER.LINEAR_PROBE.PROTOCOL == "coop"
+        self.model = ImageClassifier(clip_model, LinearHead(torch.zeros(num_classes, dim), 1.0, normalize=not raw))
         self.freeze_all_but(self.model, [])  # fitted by sklearn, not by gradients
         self.model.to(self.device).eval()
         self.build_loss()
 
+    def features(self, split, items):
+        """Cached image features of ``items`` as the protocol fits on them (raw, or L2-normalised)."""
+        x = self.cached_features(split, items).float()
+        return (x if self.cfg.TRAINER.LINEAR_PROBE.PROTOCOL == "coop" else normalize(x)).numpy()
+
+    def val_labels(self, val):
+        """The val split's labels: clean (CoOp's), or with the run's noise rate and type drawn by
+        the flip protocol on a stream of its own (VAL_NOISE)."""
+        labels = np.array([d.label for d in val])
+        noise = self.cfg.DATASET.NOISE
+        if not self.cfg.TRAINER.LINEAR_PROBE.VAL_NOISE or noise.RATE == 0:
+            return labels
+        out = flip_noise(labels, noise.RATE, self.dm.num_classes, self.cfg.SEED, noise.TYPE,
+                         key=self.cfg.DATASET.NAME + "/val")
+        self.val_noisy = int(out["noisy"].sum())
+        log.info("Linear probe: {} of {} val labels noisy (VAL_NOISE)".format(self.val_noisy, len(labels)))
+        return out["given"]
+
     def fit(self):
         opts = self.cfg.TRAINER.LINEAR_PROBE
-        train = self.train_items
-        x = self.cached_features("train", train).numpy()
+        train, val = self.train_items, self.dm.dataset.val
+        x = self.features("train", train)
         y = np.array([d.label for d in train])
-        c = opts.C
-        if opts.SEARCH_C and self.dm.dataset.val:
-            xv = self.cached_features("val", self.dm.dataset.val).numpy()
-            yv = np.array([d.label for d in self.dm.dataset.val])
-            scores = {cc: (fit_logistic_regression(x, y, cc, opts.MAX_ITER).predict(xv) == yv).mean()
-                      for cc in SEARCH_GRID}
-            c = max(SEARCH_GRID, key=lambda cc: (scores[cc], -abs(np.log10(cc) - np.log10(opts.C))))
+        c, self.c_search, self.val_noisy = opts.C, None, 0
+        search = opts.PROTOCOL == "coop" or opts.SEARCH_C
+        if search and not val:
+            log.info("Linear probe: no val split to search C on; C = {:g}".format(c))
+        elif search:
+            xv, yv = self.features("val", val), self.val_labels(val)
+            if opts.PROTOCOL == "coop":
+                c, tried = coop_search_c(x, y, xv, yv, opts.MAX_ITER)
+            else:
+                tried = [(cc, val_accuracy(x, y, xv, yv, cc, opts.MAX_ITER)) for cc in SEARCH_GRID]
+                scores = dict(tried)
+                c = max(SEARCH_GRID, key=lambda cc: (scores[cc], -abs(np.log10(cc) - np.log10(opts.C))))
+            self.c_search = [[cc, 100 * a] for cc, a in tried]
             log.info("Linear probe: val accuracy by C: {}".format(
-                ", ".join("{:g}: {:.1f}%".format(cc, 100 * v) for cc, v in scores.items())))
-        log.info("Linear probe: logistic regression with C = {:g} on {} samples".format(c, len(y)))
+                ", ".join("{:.4g}: {:.1f}%".format(cc, 100 * a) for cc, a in tried)))
+        log.info("Linear probe ({}): logistic regression with C = {:.6g} on {} samples".format(
+            opts.PROTOCOL, c, len(y)))
         clf = fit_logistic_regression(x, y, c, opts.MAX_ITER)
         weight = torch.zeros(self.dm.num_classes, x.shape[1])
         bias = torch.full((self.dm.num_classes,), -1e4)  # classes absent from training never win
@@ -68,6 +133,8 @@ class LinearProbe(PTNLTrainerBase):
     def results_record(self):
         record = super().results_record()
         record["linear_probe_C"] = self.chosen_c
+        record["linear_probe"] = {"protocol": self.cfg.TRAINER.LINEAR_PROBE.PROTOCOL, "C": self.chosen_c,
+                                  "search": self.c_search, "val_noisy": self.val_noisy}
         return record
 
 
