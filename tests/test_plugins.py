@@ -130,3 +130,31 @@ def test_old_import_paths_warn_and_still_work():
             "print('ok')\n")
     proc = run_py(["-c", code])
     assert proc.stdout.count("warned") == 13 and proc.stdout.strip().endswith("ok"), proc.stdout
+
+
+def test_register_trainers_in_a_coop_fork_keeps_the_forks_names():
+    """CoOp registers ZeroshotCLIP (trainers/zsclip.py), UPL's release UPLTrainer: a fork that
+    imports those first and then calls register_trainers() must not crash, keeps its own
+    trainers under their names, and gets PTNL's clashing ones as PTNL_<name>."""
+    import warnings
+    from ptnl.engine.utils import Registry
+    from ptnl.trainers import TRAINER_CLASSES, register_trainers
+    registry = Registry("TRAINER")
+    fork = {name: type(name, (), {}) for name in ("CoOp", "CoCoOp", "ZeroshotCLIP", "ZeroshotCLIP2", "UPLTrainer")}
+    for cls in fork.values():
+        registry.register(cls)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = register_trainers(registry)
+    assert [str(w.message) for w in caught] == [
+        "The fork already registers trainer(s) ZeroshotCLIP: those names keep the fork's trainers, and PTNL's "
+        "are PTNL_ZeroshotCLIP"]
+    for name, cls in fork.items():
+        assert registry.get(name) is cls
+    assert registry.get("PTNL_ZeroshotCLIP") is TRAINER_CLASSES["ZeroshotCLIP"]
+    assert registry.get("PTNL") is TRAINER_CLASSES["PTNL"] and registry.get("UPL") is TRAINER_CLASSES["UPL"]
+    assert "PTNL_ZeroshotCLIP" in names and "ZeroshotCLIP" not in names
+    with warnings.catch_warnings(record=True) as again:  # a second call changes nothing
+        warnings.simplefilter("always")
+        assert register_trainers(registry) == names
+    assert len(registry.registered_names()) == len(fork) + len(names)

@@ -16,21 +16,40 @@ from ptnl.trainers.baselines import ImageNetFT, LinearProbe  # noqa: F401
 from ptnl.trainers.upl import UPL  # noqa: F401
 
 
+NAMESPACE = "PTNL_"  # prefix of a PTNL trainer whose name a fork already uses
+
+
 def register_trainers(registry=None) -> List[str]:
     """Register every PTNL trainer in ``registry`` (default: the active engine's
-    ``TRAINER_REGISTRY``); names already present are left alone. For CoOp forks.
+    ``TRAINER_REGISTRY``), for CoOp forks; call it after the fork's own trainers are imported.
+    A name the fork already registers keeps the fork's trainer, and PTNL's is registered as
+    ``PTNL_<name>`` instead (one warning lists them: CoOp's ``ZeroshotCLIP``, for instance);
+    calling it again changes nothing.
 
     Args:
         registry: a Dassl ``Registry``.
 
-    Returns the names of PTNL's trainers.
+    Returns the names under which PTNL's trainers can be selected (``--trainer``).
     """
     if registry is None:
         from ptnl.compat import TRAINER_REGISTRY as registry
+    names, renamed = [], []
     for name in TRAINER_CLASSES:
-        if name not in registry.registered_names():
-            registry.register(TRAINER_CLASSES[name])
-    return TRAINER_CLASSES.names()
+        cls = TRAINER_CLASSES[name]
+        present = registry.registered_names()
+        if name in present and registry.get(name) is not cls:
+            alias = NAMESPACE + name
+            if alias not in present:
+                registry._do_register(alias, cls)
+            renamed.append(name)
+            name = alias
+        elif name not in present:
+            registry.register(cls)
+        names.append(name)
+    if renamed:
+        warnings.warn("The fork already registers trainer(s) {}: those names keep the fork's trainers, and PTNL's "
+                      "are {}".format(", ".join(renamed), ", ".join(NAMESPACE + n for n in renamed)), stacklevel=2)
+    return names
 
 
 def __getattr__(name: str) -> Callable:
