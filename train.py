@@ -10,7 +10,6 @@ trainer registered there is available by name.
 import argparse
 import contextlib
 import os
-import sys
 
 import torch
 
@@ -21,18 +20,13 @@ from ptnl.plugins import load_plugins
 load_plugins()  # PTNL_PLUGINS: modules or .py files adding losses, noise types, trainers (before registration)
 import datasets  # noqa: F401,E402  (registers the datasets)
 import trainers.ptnl  # noqa: F401,E402  (registers the trainers)
+from ptnl.trainers import cli  # noqa: E402  (checks, terminal header, exit lines)
+
+REPO = os.path.dirname(os.path.abspath(__file__))  # configs/ is here
 
 
 def print_args(args, cfg):
-    print("***************")
-    print("** Arguments **")
-    print("***************")
-    for key in sorted(args.__dict__):
-        print("{}: {}".format(key, args.__dict__[key]))
-    print("************")
-    print("** Config **")
-    print("************")
-    print(cfg)
+    print(cli.args_text(args, cfg))
 
 
 def reset_cfg(cfg, args):
@@ -84,9 +78,14 @@ def _config_errors(where):
 
 
 def main(args):
+    cli.check_flag_order(args.opts)  # before yacs reads a flag as a key
     cfg = setup_cfg(args)
+    cli.RUN.cfg = cfg
+    cli.check_run(cfg)  # required flags and the trainer's checks: nothing is written before they pass
     if args.dry_run:
         print(cfg)
+        for line in cli.config_warnings(args, cfg, REPO):
+            print(line)
         return
     if cfg.SEED >= 0:
         print("Setting fixed seed: {}".format(cfg.SEED))
@@ -95,10 +94,12 @@ def main(args):
     print(compat.engine_banner())
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
-    print_args(args, cfg)
-    print("Collecting env info ...")
-    print("** System info **\n{}\n".format(compat.collect_env_info()))
-    trainer = compat.build_trainer(cfg)
+    print(cli.header(cfg))
+    for line in cli.config_warnings(args, cfg, REPO):
+        print(line)
+    cli.record(cli.args_text(args, cfg), args.verbose)
+    cli.record("Collecting env info ...\n** System info **\n{}\n".format(compat.collect_env_info()), args.verbose)
+    trainer = cli.RUN.trainer = compat.build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
@@ -125,20 +126,16 @@ def build_parser():
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the command line and config as a run would, print the resolved config and exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the arguments, the full config and the environment on the terminal too "
+                             "(they are always in log.txt)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser
 
 
 if __name__ == "__main__":
     args = build_parser().parse_args()
-    try:
+    with cli.exit_handler():  # errors: one "Error:" line; Ctrl-C: one "Interrupted at epoch" line
         main(args)
-    except (ValueError, KeyError, FileNotFoundError, IOError, ImportError) as e:
-        if os.environ.get("PTNL_DEBUG"):
-            raise
-        sys.stdout.flush()
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print("Error: {}".format(msg), file=sys.stderr)
-        print("(set PTNL_DEBUG=1 for the full traceback)", file=sys.stderr)
-        sys.exit(2)

@@ -11,7 +11,7 @@ import os
 
 from ptnl.engine.optim import build_lr_scheduler  # noqa: F401  (always ours, see above)
 from ptnl.engine.trainer import CheckpointIO  # noqa: F401
-from ptnl.engine.utils import load_checkpoint, read_image  # noqa: F401
+from ptnl.engine.utils import load_checkpoint, progress, read_image  # noqa: F401
 
 _choice = os.environ.get("PTNL_ENGINE", "auto").strip().lower() or "auto"
 if _choice not in ("auto", "dassl", "builtin"):

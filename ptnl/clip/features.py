@@ -3,12 +3,11 @@ image features (cached per weights digest, dataset, split, transform and image l
 zero-shot logits (cached per image)."""
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from ptnl.clip.templates import class_prompts
 from ptnl.clip.text import normalize, tokenize
 from ptnl.clip.weights import weights_digest
-from ptnl.compat import read_image
+from ptnl.compat import progress, read_image
 from ptnl.io import cache
 
 
@@ -47,7 +46,7 @@ def image_features(encode_image, paths, transform, device, batch_size=100, num_w
     loader = DataLoader(_Images(list(paths), transform, read_image), batch_size=batch_size,
                         num_workers=num_workers, generator=torch.Generator())
     out = []
-    for x in tqdm(loader, desc=desc, disable=len(loader) < 2):
+    for x in progress(loader, desc=desc, disable=len(loader) < 2):
         f = encode_image(x.to(device)).float()
         out.append(normalize(f).cpu())
     return torch.cat(out)

@@ -35,15 +35,16 @@ def read_split_file(filepath: str) -> Dict[str, list]:
     return split
 
 
-def write_split_file(filepath: str, split: Dict[str, list], *, public: bool = False) -> None:
+def write_split_file(filepath: str, split: Dict[str, list]) -> None:
     """Write a CoOp split file atomically, formatted as CoOp's (indent 4).
 
     Args:
         filepath: the split file.
         split: {"train": [[rel path, label, class name], ...], "val": ..., "test": ...}.
-        public: readable by others, as ``open()`` would make it (generated, shared datasets).
+
+    The file gets the permissions ``open()`` would give it (the umask's), as every atomic write.
     """
-    atomic_write(filepath, lambda f: json.dump(split, f, indent=4, separators=(",", ": ")), public=public)
+    atomic_write(filepath, lambda f: json.dump(split, f, indent=4, separators=(",", ": ")))
 
 
 def cut_class(items: Sequence, p_trn: float = 0.5, p_val: float = 0.2) -> Tuple[list, list, list]:
@@ -81,7 +82,7 @@ def write_dtd_layout(root: str, classnames: Sequence[str], per_class: int, image
         for key, part in zip(SPLITS, cut_class(rels)):
             split[key] += [[r, label, name] for r in part]
     if write_split:
-        write_split_file(osp.join(ddir, DTD_SPLIT_FILE), split, public=True)
+        write_split_file(osp.join(ddir, DTD_SPLIT_FILE), split)
     return ddir
 
 

@@ -2,6 +2,7 @@
 trainer registry, and ``build_trainer``. Same hooks, log lines and checkpoint layout as Dassl;
 resume and ``load_model`` work on current torch (see ``CheckpointIO``)."""
 import datetime
+import os
 import os.path as osp
 import time
 from collections import OrderedDict
@@ -9,12 +10,11 @@ from collections import OrderedDict
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from .data import DataManager
 from .evaluation import build_evaluator
 from .utils import (AverageMeter, MetricMeter, Registry, check_availability, global_rng_state,
-                    load_checkpoint, mkdir_if_missing, resume_checkpoint, save_checkpoint,
+                    load_checkpoint, mkdir_if_missing, progress, resume_checkpoint, save_checkpoint,
                     set_global_rng_state, tolist_if_not)
 
 TRAINER_REGISTRY = Registry("TRAINER")
@@ -26,6 +26,37 @@ def build_trainer(cfg):
     if cfg.VERBOSE:
         print("Loading trainer: {}".format(cfg.TRAINER.NAME))
     return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
+
+
+def checkpoint_to_load(folder, epoch=None):
+    """The checkpoint of one model to load: ``model.pth.tar-<epoch>``; without an epoch,
+    ``model-best.pth.tar`` where the run kept one (TEST.FINAL_MODEL best_val), else the newest
+    ``model.pth.tar-N`` (our configs keep the last epoch, never a best one)."""
+    if epoch is not None:
+        path = osp.join(folder, "model.pth.tar-" + str(epoch))
+        if not osp.exists(path):
+            raise FileNotFoundError('Model not found at "{}" (the epochs saved there: {})'.format(
+                path, ", ".join(str(e) for e in _saved_epochs(folder)) or "none"))
+        return path
+    best = osp.join(folder, "model-best.pth.tar")
+    if osp.exists(best):
+        return best
+    epochs = _saved_epochs(folder)
+    if not epochs:
+        raise FileNotFoundError('No checkpoint in "{}" (neither model-best.pth.tar nor model.pth.tar-N): '
+                                "--model-dir must be the output folder of a trained run".format(folder))
+    path = osp.join(folder, "model.pth.tar-" + str(epochs[-1]))
+    print("No model-best.pth.tar in {}: loading the newest checkpoint, epoch {} ({})".format(
+        folder, epochs[-1], osp.basename(path)))
+    return path
+
+
+def _saved_epochs(folder):
+    if not osp.isdir(folder):
+        return []
+    prefix = "model.pth.tar-"
+    return sorted(int(f[len(prefix):]) for f in os.listdir(folder)
+                  if f.startswith(prefix) and f[len(prefix):].isdigit())
 
 
 class CheckpointIO:
@@ -75,11 +106,8 @@ class CheckpointIO:
             print("Note that load_model() is skipped as no pretrained model is given "
                   "(ignore this if it's done on purpose)")
             return
-        model_file = "model-best.pth.tar" if epoch is None else "model.pth.tar-" + str(epoch)
         for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                raise FileNotFoundError('Model not found at "{}"'.format(model_path))
+            model_path = checkpoint_to_load(osp.join(directory, name), epoch)
             checkpoint = load_checkpoint(model_path)
             state_dict = checkpoint["state_dict"]
             for key in self.frozen_state_keys(name):
@@ -152,6 +180,7 @@ class TrainerBase(CheckpointIO):
                 print("TensorBoard is not installed: no event files are written")
                 return
             print(f"Initialize tensorboard (log_dir={log_dir})")
+            mkdir_if_missing(log_dir)  # only with a writer: no empty tensorboard/ without TensorBoard
             self._writer = SummaryWriter(log_dir=log_dir)
 
     def close_writer(self):
@@ -267,9 +296,7 @@ class SimpleTrainer(TrainerBase):
         if self.cfg.RESUME:
             directory = self.cfg.RESUME
         self.start_epoch = self.resume_model_if_exist(directory)
-        writer_dir = osp.join(self.output_dir, "tensorboard")
-        mkdir_if_missing(writer_dir)
-        self.init_writer(writer_dir)
+        self.init_writer(osp.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
 
     def after_train(self):
@@ -313,7 +340,7 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
-        for batch_idx, batch in enumerate(tqdm(data_loader)):
+        for batch_idx, batch in enumerate(progress(data_loader)):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)

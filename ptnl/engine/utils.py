@@ -170,6 +170,20 @@ def setup_logger(output=None):
     sys.stdout = Logger(fpath)
 
 
+def progress(iterable, **kwargs):
+    """``tqdm(iterable)`` on a terminal; the bare iterable when stdout or stderr is not a TTY
+    (a captured log, ``nohup``, a batch job), where progress bars only pile up."""
+    def tty(stream):
+        try:
+            return bool(stream.isatty())
+        except (AttributeError, ValueError):
+            return False
+    if kwargs.pop("disable", False) or not (tty(sys.stdout) and tty(sys.stderr)):
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, **kwargs)
+
+
 def set_random_seed(seed):
     random.seed(seed)
     np.random.seed(seed)

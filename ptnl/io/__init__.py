@@ -14,21 +14,31 @@ def user_cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or osp.expanduser("~/.cache"), "ptnl")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def process_umask() -> int:
+    """The process umask, read without changing it where the system tells it (Linux's
+    ``/proc/self/status``); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def atomic_write(path: str, write_fn: Callable[[IO], Any], mode: str = "w", *, public: bool = False) -> None:
+def atomic_write(path: str, write_fn: Callable[[IO], Any], mode: str = "w", *, public: bool = True) -> None:
     """Write through a temporary file in the same folder and rename: readers never see a
-    partial file.
+    partial file. The file gets the permissions ``open()`` would give it (``0o666`` less the
+    umask: 0644 under umask 022, 0664 under 002), not the temporary file's private 0600.
 
     Args:
         path: the file to write.
         write_fn: called with the open temporary file.
         mode: ``"w"`` (text) or ``"wb"``.
-        public: give the file the permissions ``open()`` would (the temporary file is private).
+        public: False keeps the file private to its owner (0600).
     """
     os.makedirs(osp.dirname(path) or ".", exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=osp.dirname(path) or ".", prefix=".tmp-")
@@ -36,7 +46,7 @@ def atomic_write(path: str, write_fn: Callable[[IO], Any], mode: str = "w", *, p
         with os.fdopen(fd, mode) as f:
             write_fn(f)
         if public:
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~process_umask())
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):

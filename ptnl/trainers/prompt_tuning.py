@@ -8,6 +8,15 @@ from ptnl.trainers.registry import register_trainer
 log = get_logger(__name__)
 
 
+def n_ctx_0_warning(trainer: str) -> str:
+    """N_CTX 0 is allowed, as in CoOp: it is the context-length ablation's zero point
+    (``ctx_length.sh``). But it trains nothing, which a run must say loudly."""
+    return ("WARNING: TRAINER.PTNL.N_CTX 0 leaves {} nothing to train (the context is its only trainable part): "
+            "every epoch leaves the model as it is and the result is zero-shot CLIP with the prompt "
+            "\"<class>.\" (the context-length ablation's baseline). Use N_CTX >= 1 (the paper: 16) to prompt-tune."
+            .format(trainer))
+
+
 @register_trainer
 class PTNL(PTNLTrainerBase):
     """Trains CoOp's context vectors; everything of CLIP stays frozen."""
@@ -24,6 +33,8 @@ class PTNL(PTNLTrainerBase):
                                 n_ctx=opts.N_CTX, ctx_init=self.FIXED_TEMPLATE or opts.CTX_INIT, csc=opts.CSC,
                                 position=opts.CLASS_TOKEN_POSITION, learn_ctx=self.LEARN_CTX,
                                 learn_names=self.LEARN_NAMES, ctx_init_mode=opts.CTX_INIT_MODE)
+        if self.LEARN_CTX and not self.LEARN_NAMES and learner.n_ctx == 0:
+            log.warning(n_ctx_0_warning(type(self).__name__))
         self.model = PromptCLIP(learner, clip_model)
         self.model.text_encoder.truncate = self.cfg.TRAINER.PTNL.TRUNCATE_TEXT
         log.info("Turning off gradients in both the image and the text encoder")
