@@ -14,7 +14,7 @@ import os
 import torch
 
 from ptnl import compat
-from ptnl.config import extend_cfg
+from ptnl.config import extend_cfg, merge_file, merge_opts
 from ptnl.plugins import load_plugins
 
 load_plugins()  # PTNL_PLUGINS: modules or .py files adding losses, noise types, trainers (before registration)
@@ -60,10 +60,10 @@ def setup_cfg(args):
             if not os.path.isfile(path):
                 raise FileNotFoundError('Config file "{}" not found'.format(path))
             with _config_errors("config file " + path):
-                cfg.merge_from_file(path)
+                merge_file(cfg, path)
     reset_cfg(cfg, args)
     with _config_errors("command-line options"):
-        cfg.merge_from_list(args.opts)
+        merge_opts(cfg, args.opts)
     cfg.freeze()
     return cfg
 

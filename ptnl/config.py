@@ -4,6 +4,7 @@ The keys of the built-in losses, trainers and noise protocols are all listed her
 new loss, noise type or trainer in its own file) adds its keys next to its code with
 ``register_config_keys``; ``ptnl.losses.register_loss(options=...)`` does it for loss options.
 """
+import ast
 import os
 from typing import Callable, List
 
@@ -31,6 +32,54 @@ def register_config_keys(fn: Callable) -> Callable:
     keys, so a key may only be added where it is missing."""
     _HOOKS.append(fn)
     return fn
+
+
+def _default_of(cfg: CN, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _int_to_float(value, default):
+    """``value`` as a float when the key's default is a float and ``value`` is an integer."""
+    if not isinstance(default, float):
+        return value
+    literal = value
+    if isinstance(value, str):
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return float(literal) if isinstance(literal, int) and not isinstance(literal, bool) else value
+
+
+def merge_opts(cfg: CN, opts: List) -> None:
+    """``cfg.merge_from_list(opts)`` accepting an integer for a float key, as people type numbers
+    (``DATASET.NOISE.RATE 0``); yacs alone stops on the type mismatch. Range checks stay where
+    the values are used."""
+    opts = list(opts or ())
+    for i in range(0, len(opts) - 1, 2):
+        opts[i + 1] = _int_to_float(opts[i + 1], _default_of(cfg, opts[i]))
+    cfg.merge_from_list(opts)
+
+
+def merge_file(cfg: CN, path: str) -> None:
+    """``cfg.merge_from_file(path)`` accepting an integer for a float key (``LR: 1``)."""
+    with open(path) as f:
+        loaded = cfg.load_cfg(f)
+
+    def floatify(node, defaults, prefix):
+        for key in list(node.keys()):
+            default = _default_of(defaults, prefix + key)
+            if isinstance(node[key], CN):
+                floatify(node[key], defaults, prefix + key + ".")
+            else:
+                node[key] = _int_to_float(node[key], default)
+    floatify(loaded, cfg, "")
+    cfg.merge_from_other_cfg(loaded)
 
 
 def extend_cfg(cfg: CN) -> CN:
