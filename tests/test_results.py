@@ -165,7 +165,7 @@ def test_missing_seed_and_crashed_run_are_reported(tmp_path, capsys):
     assert "incomplete runs, not averaged in (1):" in out and crashed in out
     assert "no end-of-training line" in out
     rc, out, _ = cli([tmp_path, "--pivot"], capsys)
-    assert "51.00 ± 1.00 (2 of 3)" in out and "30.00 ± 0.00 (1 of 3)" in out and "62.00 ± 1.63 (3)" in out
+    assert "51.00 ± 1.00 (2 of 3)" in out and "30.00 (n=1 of 3)" in out and "62.00 ± 1.63 (3)" in out
 
 
 def test_end_line_without_test_result_and_unreadable_results_are_incomplete(tmp_path, capsys):
