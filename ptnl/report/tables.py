@@ -140,6 +140,8 @@ def _label(r):
         parts.append("n_ctx {}".format(r["n_ctx"]))
     if r.get("variant"):
         parts.append(r["variant"])
+    if r.get("differs"):
+        parts.append("({})".format(r["differs"]))
     return " ".join(parts)
 
 
