@@ -148,9 +148,19 @@ def test_report_same_settings_other_seeds_average_and_legacy_as_before(tmp_path,
     _result(str(base / "seed1"), 1, 40.0, epochs=5)
     _result(str(base / "seed2"), 2, 42.0, epochs=5)
     legacy = tmp_path / "old/dtd/PTNL/rn50/sym-swap-0.25/gce/shots16_nctx16_cscFalse_ctpend"
-    _result(str(legacy / "seed1"), 1, 50.0)
-    _result(str(legacy / "seed2"), 2, 52.0)
+    _result(str(legacy / "seed1"), 1, 50.0, rate=0.25)
+    _result(str(legacy / "seed2"), 2, 52.0, rate=0.25)
     assert report_main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "41.00 ± 1.00" in out and "51.00 ± 1.00" in out and "not averaged together" not in out
     assert "settings" not in out.splitlines()[0]
+
+
+def test_report_legacy_run_beside_recorded_one_is_kept_apart(tmp_path, capsys):
+    base = tmp_path / "dtd/PTNL/rn50/sym-swap-0.5/gce/shots16_nctx16_cscFalse_ctpend"
+    _result(str(base / "seed1"), 1, 40.0)  # written before results.json kept its config
+    _result(str(base / "seed2"), 2, 44.0, epochs=5)
+    assert report_main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "42.00" not in out and "40.00 (n=1)" in out and "44.00 (n=1)" in out
+    assert "settings not recorded" in out
