@@ -16,6 +16,7 @@ import time
 import torch
 
 from ptnl.io import atomic_write, user_cache_dir, write_json_atomic
+from ptnl.io.log import ago
 
 _ABOUT = {}  # key -> its parts (keys with a "kind" only), written beside the entry by save()
 
@@ -55,14 +56,6 @@ def _size(n):
         if n >= size:
             return "{:.1f} {}".format(n / size, unit)
     return "{} B".format(n)
-
-
-def _age(seconds):
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return "{}{}".format(seconds // size, unit)
-    return "{}s".format(seconds)
 
 
 def entries(root=None):
@@ -118,7 +111,7 @@ def report(root=None, now=None):
                 pass
     lines = ["{}: {} entries, {}".format(root, len(es), _size(sum(e["bytes"] for e in es)))]
     for e in es:
-        lines.append("  {:>9}  {:>6} old  {}".format(_size(e["bytes"]), _age(now - e["mtime"]), describe(e, names)))
+        lines.append("  {:>9}  {:>6} old  {}".format(_size(e["bytes"]), ago(now - e["mtime"]), describe(e, names)))
     return lines
 
 

@@ -6,6 +6,7 @@ import os.path as osp
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ptnl.io.log import ago
 from ptnl.runs.files import RESULTS_FILE
 from ptnl.runs.layout import parse_run_path
 from ptnl.runs.logs import END_LINES, LOG_RE, log_files, parse_log
@@ -131,14 +132,6 @@ def load_run(run_dir: str) -> Dict:
     return r
 
 
-def _ago(seconds):
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return "{}{}".format(seconds // size, unit)
-    return "{}s".format(seconds)
-
-
 def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[str] = None) -> Dict:
     """An unfinished (or unreadable) run: where it is, its seed and settings when they can be
     told, and why it does not count."""
@@ -162,6 +155,6 @@ def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[s
             if info and info["last_epoch"]:
                 reason += "; last epoch logged {}/{}".format(*info["last_epoch"])
             if info and info["logs"]:
-                reason += "; log last written {} ago".format(_ago(time.time() - osp.getmtime(info["logs"][-1])))
+                reason += "; log last written {} ago".format(ago(time.time() - osp.getmtime(info["logs"][-1])))
     r.update(run_dir=run_dir, reason=reason)
     return r
