@@ -210,8 +210,8 @@ def test_ablation_and_ctx_length_scripts(world, tmp_path):
     table = run_script("scripts/ptnl/ablation.sh", ["dtd", "rn50"], world, out,
                        CONFIGS="ClassifierR CLSTuning", RATES="0.0 0.5", LOSSES="gce")
     assert "rate 0.0" in table and "rate 0.5" in table
-    assert re.search(r"ClassifierR .* gce .*\(1\) .*\(1\)", table)
-    assert re.search(r"CLSTuning .* gce .*\(1\) .*\(1\)", table)
+    assert re.search(r"ClassifierR .* gce .*\(n=1\) .*\(n=1\)", table)
+    assert re.search(r"CLSTuning .* gce .*\(n=1\) .*\(n=1\)", table)
     for trainer, setting in (("ClassifierR", "shots4"), ("CLSTuning", "shots4_nctx16_cscFalse_ctpend")):
         for rate in ("0.0", "0.5"):
             assert osp.isfile(osp.join(out, "dtd", trainer, "clip-vit", "sym-swap-" + rate, "gce",

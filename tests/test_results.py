@@ -336,7 +336,7 @@ def test_sweep_sh_end_to_end(world, tmp_path):
     table = text[text.index("[sweep] 8/8 runs done"):]
     assert "rate 0.0" in table and "rate 0.5" in table
     for trainer, loss in runs:
-        assert re.search(r"{} .* {} .*\(1\) .*\(1\)".format(trainer, loss), table), table
+        assert re.search(r"{} .* {} .*\(n=1\) .*\(n=1\)".format(trainer, loss), table), table
     png = osp.join(out, "dtd_sweep.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "plot: {} (accuracy against noise rate, 4 line(s)".format(png) in table
