@@ -10,12 +10,14 @@ trainer registered there is available by name.
 import argparse
 import contextlib
 import os
+import sys
 
 import torch
 
 from ptnl import compat
 from ptnl.config import extend_cfg, merge_file, merge_opts
 from ptnl.plugins import load_plugins
+from ptnl.runs.identity import finished_run
 
 load_plugins()  # PTNL_PLUGINS: modules or .py files adding losses, noise types, trainers (before registration)
 import datasets  # noqa: F401,E402  (registers the datasets)
@@ -87,6 +89,10 @@ def main(args):
         for line in cli.config_warnings(args, cfg, REPO):
             print(line)
         return
+    code, message = finished_run(cfg)  # OUTPUT_DIR holds results.json: same settings 0, other settings 3
+    if code is not None:
+        print(message, file=sys.stderr if code else sys.stdout)
+        sys.exit(code)
     if cfg.SEED >= 0:
         print("Setting fixed seed: {}".format(cfg.SEED))
         compat.set_random_seed(cfg.SEED)

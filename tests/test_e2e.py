@@ -35,7 +35,7 @@ def run_main(world, out, rate="0.5", loss="gce", seeds="1 2", extra=()):
 def test_main_sh_end_to_end(world, tmp_path):
     out = str(tmp_path / "output")
     proc = run_main(world, out)
-    base = osp.join(out, "dtd", "PTNL", "rn50", "sym-swap-0.5", "gce", "shots4_nctx16_cscFalse_ctpend")
+    base = osp.join(out, "dtd", "PTNL", "clip-vit", "sym-swap-0.5", "gce", "shots4_nctx16_cscFalse_ctpend")
     for seed in (1, 2):
         run = osp.join(base, "seed{}".format(seed))
         res = json.load(open(osp.join(run, "results.json")))
@@ -210,12 +210,12 @@ def test_ablation_and_ctx_length_scripts(world, tmp_path):
     table = run_script("scripts/ptnl/ablation.sh", ["dtd", "rn50"], world, out,
                        CONFIGS="ClassifierR CLSTuning", RATES="0.0 0.5", LOSSES="gce")
     assert "rate 0.0" in table and "rate 0.5" in table
-    assert re.search(r"ClassifierR .* gce .*\(1\) .*\(1\)", table)
-    assert re.search(r"CLSTuning .* gce .*\(1\) .*\(1\)", table)
-    for trainer in ("ClassifierR", "CLSTuning"):
+    assert re.search(r"ClassifierR .* gce .*\(n=1\) .*\(n=1\)", table)
+    assert re.search(r"CLSTuning .* gce .*\(n=1\) .*\(n=1\)", table)
+    for trainer, setting in (("ClassifierR", "shots4"), ("CLSTuning", "shots4_nctx16_cscFalse_ctpend")):
         for rate in ("0.0", "0.5"):
-            assert osp.isfile(osp.join(out, "dtd", trainer, "rn50", "sym-swap-" + rate, "gce",
-                                       "shots4_nctx16_cscFalse_ctpend", "seed1", "results.json"))
+            assert osp.isfile(osp.join(out, "dtd", trainer, "clip-vit", "sym-swap-" + rate, "gce",
+                                       setting, "seed1", "results.json"))
     table = run_script("scripts/ptnl/ctx_length.sh", ["dtd", "rn50"], world, out, NCTXS="0 2", RATES="0.0 0.5")
     rows = [ln for ln in table.splitlines() if ln.startswith("DescribableTextures  PTNL")]
     assert len(rows) == 2 and re.search(r"\b0 +\d", rows[0]) and re.search(r"\b2 +\d", rows[1])

@@ -165,7 +165,7 @@ def test_missing_seed_and_crashed_run_are_reported(tmp_path, capsys):
     assert "incomplete runs, not averaged in (1):" in out and crashed in out
     assert "no end-of-training line" in out
     rc, out, _ = cli([tmp_path, "--pivot"], capsys)
-    assert "51.00 ± 1.00 (2 of 3)" in out and "30.00 ± 0.00 (1 of 3)" in out and "62.00 ± 1.63 (3)" in out
+    assert "51.00 ± 1.00 (2 of 3)" in out and "30.00 (n=1 of 3)" in out and "62.00 ± 1.63 (3)" in out
 
 
 def test_end_line_without_test_result_and_unreadable_results_are_incomplete(tmp_path, capsys):
@@ -328,22 +328,23 @@ def test_sweep_sh_end_to_end(world, tmp_path):
     assert "ETA after the first run" in text and re.search(r"run 8/8 \[#+\.*\] 7/8 done, elapsed \S+, ETA \d", text)
     runs = [("PTNL", "ce"), ("PTNL", "gce"), ("LinearProbe", "ce"), ("ClassifierR", "ce")]
     for trainer, loss in runs:
+        setting = "shots4_nctx16_cscFalse_ctpend" if trainer == "PTNL" else "shots4"  # no prompt settings
         for rate in ("0.0", "0.5"):
-            assert osp.isfile(osp.join(out, "dtd", trainer, "rn50", "sym-swap-" + rate, loss,
-                                       "shots4_nctx16_cscFalse_ctpend", "seed1", "results.json"))
-    assert not osp.exists(osp.join(out, "dtd", "LinearProbe", "rn50", "sym-swap-0.0", "gce"))
+            assert osp.isfile(osp.join(out, "dtd", trainer, "clip-vit", "sym-swap-" + rate, loss,
+                                       setting, "seed1", "results.json"))
+    assert not osp.exists(osp.join(out, "dtd", "LinearProbe", "clip-vit", "sym-swap-0.0", "gce"))
     table = text[text.index("[sweep] 8/8 runs done"):]
     assert "rate 0.0" in table and "rate 0.5" in table
     for trainer, loss in runs:
-        assert re.search(r"{} .* {} .*\(1\) .*\(1\)".format(trainer, loss), table), table
+        assert re.search(r"{} .* {} .*\(n=1\) .*\(n=1\)".format(trainer, loss), table), table
     png = osp.join(out, "dtd_sweep.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "plot: {} (accuracy against noise rate, 4 line(s)".format(png) in table
 
     # counted up front: a run that lost its results.json is the only one to run again
-    os.remove(osp.join(out, "dtd", "LinearProbe", "rn50", "sym-swap-0.5", "ce", "shots4_nctx16_cscFalse_ctpend",
-                       "seed1", "results.json"))
+    os.remove(osp.join(out, "dtd", "LinearProbe", "clip-vit", "sym-swap-0.5", "ce", "shots4", "seed1",
+                       "results.json"))
     again = sweep()
     assert "8 runs (7 done already)" in again and again.count("[sweep] run ") == 1
     assert "[sweep] run 6/8 [#####################...] 7/8 done" in again
-    assert again.count("Running:") + again.count("Resuming:") == 1
+    assert again.count("Running:") + again.count("Resuming:") + again.count("Retrying:") == 1

@@ -168,6 +168,6 @@ def test_upl_script_end_to_end(world, tmp_path):
     out = proc.stdout
     assert "ensemble" in out and "1:" in out and "2:" in out and "Zero-shot CLIP (reference)" in out
     assert "ZeroshotCLIP" in out
-    res = json.load(open(osp.join(tmp_path, "out", "dtd", "UPL", "rn50", "sym-swap-0.0", "gce", "random-dataset",
+    res = json.load(open(osp.join(tmp_path, "out", "dtd", "UPL", "clip-vit", "sym-swap-0.0", "gce", "random-dataset",
                                   "shots4_nctx16_cscFalse_ctpend", "seed1", "results.json")))
     assert res["upl"]["selection"] == "random" and res["upl"]["num_per_class"] == 4

@@ -34,3 +34,12 @@ def get_logger(name: str) -> logging.Logger:
         root.setLevel(logging.INFO)
         root.propagate = False
     return logging.getLogger(name if name.startswith(_ROOT) else _ROOT + "." + name)
+
+
+def ago(seconds) -> str:
+    """A duration in its largest whole unit, for ages in listings: 45s, 12min, 3h, 2d."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return "{}{}".format(seconds // size, unit)
+    return "{}s".format(seconds)

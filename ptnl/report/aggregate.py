@@ -3,8 +3,11 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
+from ptnl.runs.identity import ABSENT, ignored_keys, show_value
 from ptnl.runs.layout import setting_dir
 from ptnl.runs.read import GROUP_KEYS, SEED_FREE_TRAINERS
+
+NOT_RECORDED = "settings not recorded"  # a run from before results.json kept its config, beside one that did
 
 STD_NAMES = {0: "population std (ddof=0, numpy's default, as CoOp's parse_test_res.py)",
              1: "sample std (ddof=1)"}
@@ -29,8 +32,8 @@ def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: in
     and backbone (the same sweep), finished or not; ``missing`` lists the ones it lacks and
     ``incomplete`` the unfinished runs in its own settings folder (never averaged in)."""
     groups = {}
-    for r in records:
-        groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+    for r in records:  # runs whose settings digests differ are never averaged (no digest: legacy, CoOp logs)
+        groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS) + (r.get("settings_digest"),), []).append(r)
     by_setting = {}
     for key, runs in groups.items():
         for r in runs:
@@ -43,14 +46,14 @@ def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: in
             attached.setdefault(key, []).append(inc)
     sweep_seeds = {}
     for key, runs in groups.items():
-        k = dict(zip(GROUP_KEYS, key))
+        k = dict(zip(GROUP_KEYS, key[:len(GROUP_KEYS)]))
         if k["trainer"] in SEED_FREE_TRAINERS:
             continue
         seeds = sweep_seeds.setdefault((k["dataset"], k["backbone"]), set())
         seeds.update(r.get("seed") for r in runs + attached.get(key, []) if r.get("seed") is not None)
     rows = []
     for key, runs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
-        k = dict(zip(GROUP_KEYS, key))
+        k = dict(zip(GROUP_KEYS, key[:len(GROUP_KEYS)]))
         runs = sorted(runs, key=lambda r: _seed_key(r.get("seed")))
         accs = np.array([r["accuracy"] for r in runs], dtype=float)
         seeds = [r.get("seed") for r in runs]
@@ -63,6 +66,32 @@ def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: in
                    duplicates=sorted({s for s in seeds if seeds.count(s) > 1}, key=_seed_key),
                    incomplete=sorted(attached.get(key, []), key=lambda r: _seed_key(r.get("seed"))),
                    from_log=[r for r in runs if r.get("source") == "log"],
-                   run_dirs=[r["run_dir"] for r in runs])
+                   run_dirs=[r["run_dir"] for r in runs], settings_digest=key[-1], config=runs[0].get("config"))
         rows.append(row)
+    _name_differences(rows)
     return rows
+
+
+def _name_differences(rows):
+    """``differs`` of each row: "" unless rows that agree in every grouping field but the noise
+    rate ran other settings; then the config keys that tell them apart, as "KEY=value ..." (or
+    ``NOT_RECORDED`` for a run whose results.json predates per-key records)."""
+    families = {}
+    for r in rows:
+        families.setdefault(tuple(r.get(k) for k in GROUP_KEYS if k != "noise_rate"), []).append(r)
+    for fam in families.values():
+        for r in fam:
+            r["differs"], r["differs_keys"] = "", []
+        if len({r["settings_digest"] for r in fam}) < 2:
+            continue
+        known = [r for r in fam if isinstance(r.get("config"), dict)]
+        ignore = set(ignored_keys(*[r["config"] for r in known])) | {"DATASET.NOISE.RATE"}
+        keys = sorted({k for r in known for k in r["config"]} - ignore)
+        varying = [k for k in keys if len({show_value(r["config"].get(k, ABSENT)) for r in known}) > 1]
+        for r in known:
+            r["differs_keys"] = varying
+            r["differs"] = " ".join("{}={}".format(k, show_value(r["config"].get(k, ABSENT))) for k in varying)
+        rates_known = {r["noise_rate"] for r in known}
+        for r in fam:
+            if r not in known and r["noise_rate"] in rates_known:
+                r["differs"] = NOT_RECORDED

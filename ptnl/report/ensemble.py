@@ -40,20 +40,48 @@ def ensembles(dirs):
     for d in done:
         if osp.isfile(osp.join(d, LOGITS_FILE)):
             r = load_run(d)
-            groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+            groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS) + (r.get("settings_digest"),), []).append(r)
     out = []
     for key, runs in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
         runs.sort(key=lambda r: r.get("seed"))
         accs = np.array([r["accuracy"] for r in runs])
         out.append(dict(zip(GROUP_KEYS, key), seeds=[r.get("seed") for r in runs], accuracies=accs.tolist(),
                         mean=float(accs.mean()), std=float(accs.std()),
+                        selection=(runs[0].get("upl") or {}).get("selection"),
                         ensemble=ensemble_accuracy([load_logits(r["run_dir"]) for r in runs])))
     return out
 
 
+def _selection(r):
+    """What tells two UPL groups apart: the pseudo-label selection (topk | random) and the rest of
+    the VARIANT folder (templates, pseudo-labelling backbones)."""
+    sel, var = r.get("selection") or "", r.get("variant") or ""
+    if var and sel and not var.startswith(sel):
+        return "{} {}".format(sel, var)
+    return var or sel
+
+
+def format_ensembles(rows):
+    """The table: one number format (two decimals) everywhere; a "variant" column (UPL's topk vs
+    random selection, its templates) and the noise when any group has one."""
+    from tabulate import tabulate
+    variant = any(_selection(r) for r in rows)
+    noisy = any(r.get("noise_rate") not in (None, 0, 0.0) for r in rows)
+    body = []
+    for r in rows:
+        line = [r["dataset"], r["trainer"], r["backbone"]] + ([_selection(r)] if variant else []) + \
+            (["{}-{}-{}".format(r["noise_type"], r["noise_mode"], r["noise_rate"])] if noisy else []) + \
+            [r["loss"], r["num_shots"], " ".join("{}:{:.2f}".format(s, v) for s, v in zip(r["seeds"], r["accuracies"])),
+             "{:.2f} (n=1)".format(r["mean"]) if len(r["seeds"]) == 1 else "{:.2f} ± {:.2f}".format(r["mean"], r["std"]),
+             "{:.2f}".format(r["ensemble"])]
+        body.append(line)
+    headers = ["dataset", "trainer", "backbone"] + (["variant"] if variant else []) + (["noise"] if noisy else []) + \
+        ["loss", "shots", "per seed", "mean ± std", "ensemble"]
+    return tabulate(body, headers=headers, disable_numparse=True)
+
+
 def main(argv=None, prog="python -m ptnl.report.ensemble"):
     import argparse
-    from tabulate import tabulate
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="+")
     a = p.parse_args(argv)
@@ -61,11 +89,7 @@ def main(argv=None, prog="python -m ptnl.report.ensemble"):
     if not rows:
         print("No runs with {} under {}".format(LOGITS_FILE, ", ".join(a.dirs)))
         return 1
-    print(tabulate([[r["dataset"], r["trainer"], r["backbone"], r["loss"], r["num_shots"],
-                     " ".join("{}:{:.2f}".format(s, v) for s, v in zip(r["seeds"], r["accuracies"])),
-                     "{:.2f} ± {:.2f}".format(r["mean"], r["std"]), "{:.2f}".format(r["ensemble"])] for r in rows],
-                   headers=["dataset", "trainer", "backbone", "loss", "shots", "per seed", "mean ± std",
-                            "ensemble"]))
+    print(format_ensembles(rows))
     print("std: population (numpy default); ensemble: argmax of the seeds' summed test logits")
     return 0
 

@@ -18,6 +18,10 @@ def _line_label(k, varying, losses_of):
         v = k[key]
         if v is None:
             continue
+        if key == "differs":  # the config keys that keep this line apart from a look-alike
+            if v:
+                parts.append(v)
+            continue
         parts.append({"backbone": _show_backbone(v), "num_shots": "{} shots".format(v),
                       "noise_type": "{}".format(v), "noise_mode": "{}".format(v)}.get(key, "{}={}".format(key, v)))
     return " ".join(parts)
@@ -34,7 +38,7 @@ def plot(rows, path, title=None):
         raise ValueError("nothing to plot: no finished run with a known noise rate")
     ddof = rows[0]["ddof"]
     datasets = sorted({r["dataset"] for r in rows}, key=lambda v: _sort_key([v]))
-    line_keys = [k for k in GROUP_KEYS if k not in ("dataset", "noise_rate")]
+    line_keys = [k for k in GROUP_KEYS if k not in ("dataset", "noise_rate")] + ["differs"]
     varying = _varying(rows, line_keys)
     losses_of = {}
     for r in rows:
@@ -49,7 +53,7 @@ def plot(rows, path, title=None):
         mine = [r for r in rows if r["dataset"] == ds]
         lines = {}
         for r in mine:
-            lines.setdefault(tuple(r[k] for k in line_keys), []).append(r)
+            lines.setdefault(tuple(r.get(k, "") for k in line_keys), []).append(r)
         for key, pts in sorted(lines.items(), key=lambda kv: _sort_key(kv[0])):
             pts.sort(key=lambda r: r["noise_rate"])
             x = np.array([p["noise_rate"] for p in pts], dtype=float)

@@ -35,10 +35,14 @@ def _varying(rows, keys=OTHER_KEYS):
 
 
 def _other_settings(r, keys):
-    return " ".join("{}={}".format(k, "''" if r.get(k) == "" else r.get(k)) for k in keys if r.get(k) is not None)
+    parts = ["{}={}".format(k, "''" if r.get(k) == "" else r.get(k)) for k in keys if r.get(k) is not None]
+    return " ".join(parts + ([r["differs"]] if r.get("differs") else []))
 
 
 def _mean_std(r):
+    """mean ± std; one seed has no spread to show: "45.00 (n=1)"."""
+    if r["n"] == 1:
+        return "{:.2f} (n=1)".format(r["mean"])
     std = "n/a" if np.isnan(r["std"]) else "{:.2f}".format(r["std"])
     return "{:.2f} ± {}".format(r["mean"], std)
 
@@ -73,15 +77,18 @@ def format_table(rows, fmt="plain"):
     (``fmt``: plain | markdown | csv; csv has one column per setting and plain numbers)."""
     if fmt == "csv":
         std = "std_sample" if rows and rows[0]["ddof"] == 1 else "std_population"
-        headers = list(GROUP_KEYS) + ["mean", std, "n", "seeds", "missing_seeds", "source"]
+        headers = list(GROUP_KEYS) + ["mean", std, "n", "seeds", "missing_seeds", "source", "differs",
+                                      "settings_digest"]
         return _csv(headers, [[_show(r[k]) for k in GROUP_KEYS] + _csv_stats(r) +
-                              ["log" if r["from_log"] else RESULTS_FILE] for r in rows])
+                              ["log" if r["from_log"] else RESULTS_FILE, r.get("differs", ""),
+                               _show(r.get("settings_digest"))] for r in rows])
     extra = _varying(rows)
+    differs = any(r.get("differs") for r in rows)
     headers = ["dataset", "trainer", "backbone", "noise", "rate", "loss", "shots", "n_ctx"] + \
-        (["settings"] if extra else []) + ["accuracy (mean ± std)", "seeds"]
+        (["settings"] if extra or differs else []) + ["accuracy (mean ± std)", "seeds"]
     body = [[_show(r["dataset"]), _show(r["trainer"]), _show_backbone(r["backbone"]),
              "{}-{}".format(r["noise_type"], r["noise_mode"]), _show(r["noise_rate"]), _show(r["loss"]),
-             _show(r["num_shots"]), _show(r["n_ctx"])] + ([_other_settings(r, extra)] if extra else []) +
+             _show(r["num_shots"]), _show(r["n_ctx"])] + ([_other_settings(r, extra)] if extra or differs else []) +
             [_mean_std(r), _seeds_cell(r)] for r in rows]
     return _tabulate(headers, body, fmt)
 
@@ -89,7 +96,7 @@ def format_table(rows, fmt="plain"):
 def format_pivot(rows, fmt="plain"):
     """One row per setting, one column per noise rate: mean ± std (number of seeds)."""
     rates = sorted({r["noise_rate"] for r in rows}, key=lambda v: _sort_key([v]))
-    keys = [k for k in GROUP_KEYS if k != "noise_rate"]
+    keys = [k for k in GROUP_KEYS if k != "noise_rate"] + ["differs"]
     table = {}
     for r in rows:
         table.setdefault(tuple(r[k] for k in keys), {})[r["noise_rate"]] = r
@@ -104,11 +111,14 @@ def format_pivot(rows, fmt="plain"):
             body.append(line)
         return _csv(headers, body)
     extra = _varying(rows)
+    differs = any(r.get("differs") for r in rows)
     headers = ["dataset", "trainer", "backbone", "noise", "loss", "shots", "n_ctx"] + \
-        (["settings"] if extra else []) + ["rate {}".format(_show(rate)) for rate in rates]
+        (["settings"] if extra or differs else []) + ["rate {}".format(_show(rate)) for rate in rates]
 
     def cell(r):
         n = "{} of {}".format(r["n"], r["n"] + len(r["missing"])) if r["missing"] else str(r["n"])
+        if r["n"] == 1:
+            return "{:.2f} (n={}){}".format(r["mean"], n, " †" if r["from_log"] else "")
         return "{} ({}){}".format(_mean_std(r), n, " †" if r["from_log"] else "")
 
     body = []
@@ -116,7 +126,7 @@ def format_pivot(rows, fmt="plain"):
         k = dict(zip(keys, key))
         body.append([_show(k["dataset"]), _show(k["trainer"]), _show_backbone(k["backbone"]),
                      "{}-{}".format(k["noise_type"], k["noise_mode"]), _show(k["loss"]), _show(k["num_shots"]),
-                     _show(k["n_ctx"])] + ([_other_settings(k, extra)] if extra else []) +
+                     _show(k["n_ctx"])] + ([_other_settings(k, extra)] if extra or differs else []) +
                     [cell(cells[rt]) if rt in cells else "" for rt in rates])
     return _tabulate(headers, body, fmt)
 
@@ -130,13 +140,31 @@ def _label(r):
         parts.append("n_ctx {}".format(r["n_ctx"]))
     if r.get("variant"):
         parts.append(r["variant"])
+    if r.get("differs"):
+        parts.append("({})".format(r["differs"]))
     return " ".join(parts)
+
+
+def _collisions(rows):
+    """Rows that would read the same but for ``differs``, in groups of two or more."""
+    same = {}
+    for r in rows:
+        same.setdefault(tuple(repr(r.get(k)) for k in GROUP_KEYS), []).append(r)
+    return [v for v in same.values() if len(v) > 1]
 
 
 def format_notes(rows, incomplete=(), ddof=0):
     """The footer: which std, runs read from logs, missing and duplicate seeds, incomplete runs."""
     notes = ["accuracy: test accuracy (%), mean ± {} over seeds; the count is the number of seeds averaged".format(
         STD_NAMES.get(ddof, "std (ddof={})".format(ddof)))]
+    apart = [r for r in rows if r.get("differs")]
+    if apart:
+        notes.append("not averaged together: rows that agree in the columns above but ran other settings "
+                     "(their results.json configs differ in {}); each shows its values under settings".format(
+                         ", ".join(sorted({k for r in apart for k in r.get("differs_keys", ())})) or
+                         "keys not recorded"))
+        for fam in _collisions(apart):
+            notes.append("    {}: {}".format(_label(fam[0]), " vs ".join(r["differs"] for r in fam)))
     logged = [r for row in rows for r in row["from_log"]]
     if logged:
         notes.append("† {} run(s) read from a CoOp-style log (no results.json; the last '* accuracy:' after the "

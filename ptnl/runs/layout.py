@@ -1,16 +1,25 @@
 """The run-folder layout of the scripts (``scripts/ptnl/lib.sh``, ``ptnl_run_dir``)::
 
-    <out>/<dataset>/<TRAINER>/<backbone>/<type>-<mode>-<rate>/<loss>/[<variant>/]shots<K>_nctx<N>_csc<C>_ctp<P>/seed<S>
+    <out>/<dataset>/<TRAINER>/<backbone>/<type>-<mode>-<rate>/<loss>/[<variant>/]<setting>/seed<S>
 
-read back from a run folder's path."""
+<setting> is ``shots<K>_nctx<N>_csc<C>_ctp<P>``, or ``shots<K>`` for trainers without prompt
+settings (LinearProbe, ClassifierR, ...; older trees carry the long form for them too); <rate> is
+Python's repr of the float (``rate_name``; older trees may hold ``0.50``, read as the same rate);
+<backbone> is the CLIP_WEIGHTS name when one was given (``pocket``, a weights file's name without
+extension), else the script's BACKBONE argument. Read back from a run folder's path."""
 import ast
 import os
 import os.path as osp
 import re
 
 SEED_DIR_RE = re.compile(r"^seed(-?\d+)$")
-SETTING_DIR_RE = re.compile(r"^shots(\d+)_nctx(\d+)_csc(.+?)_ctp(.+)$")
-NOISE_DIR_RE = re.compile(r"^([a-z]+)-([a-z]+)-(\d+(?:\.\d+)?)$")
+SETTING_DIR_RE = re.compile(r"^shots(\d+)(?:_nctx(\d+)_csc(.+?)_ctp(.+))?$")
+NOISE_DIR_RE = re.compile(r"^([a-z]+)-([a-z]+)-(\d*\.?\d+(?:[eE]-?\d+)?)$")
+
+
+def rate_name(rate) -> str:
+    """A noise rate as its folder names it: Python's repr of the float (``0.50``, ``.5`` -> ``0.5``)."""
+    return repr(float(rate))
 
 
 def literal(text):
@@ -23,7 +32,7 @@ def literal(text):
 
 def parse_run_path(run_dir):
     """Fields of main.sh's layout, read from the end of the folder name:
-    ``<dataset>/<TRAINER>/<backbone>/<type>-<mode>-<rate>/<loss>/[<variant>/]shots<K>_nctx<N>_csc<C>_ctp<P>/seed<S>``.
+    ``<dataset>/<TRAINER>/<backbone>/<type>-<mode>-<rate>/<loss>/[<variant>/]<setting>/seed<S>``.
     Whatever does not fit the layout is left out."""
     parts = osp.normpath(osp.abspath(run_dir)).split(os.sep)
     out = {}
@@ -34,7 +43,9 @@ def parse_run_path(run_dir):
     m = SETTING_DIR_RE.match(parts[-2]) if len(parts) > 1 else None
     if not m:
         return out
-    out.update(num_shots=int(m.group(1)), n_ctx=int(m.group(2)), csc=literal(m.group(3)), ctp=m.group(4))
+    out["num_shots"] = int(m.group(1))
+    if m.group(2) is not None:
+        out.update(n_ctx=int(m.group(2)), csc=literal(m.group(3)), ctp=m.group(4))
     setting = len(parts) - 2
     for i in range(setting - 2, 2, -1):  # the noise folder: dataset, trainer, backbone above; loss below
         m = NOISE_DIR_RE.match(parts[i])

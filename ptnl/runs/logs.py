@@ -11,6 +11,8 @@ END_LINES = ("Finish training", "Finished training")  # Dassl >= 0.6.1, older Da
 ACCURACY_RE = re.compile(r"\* accuracy: ([\.\deE+-]+)%")  # the regex of CoOp's parse_test_res.py
 EPOCH_RE = re.compile(r"epoch \[(\d+)/(\d+)\]")
 LOG_RE = re.compile(r"^log\.txt(-.+)?$")  # Dassl writes log.txt-<time> when log.txt exists (a resume)
+# How train.py ends a failed or interrupted session in its log
+STOP_RE = re.compile(r"^(?:Error: (?P<error>.*)|Interrupted at epoch (?P<epoch>\d+)(?:/\d+)?\b.*)$")
 
 
 def log_files(run_dir):
@@ -42,9 +44,11 @@ def config_dump(lines):
 
 def parse_log(run_dir):
     """What the CoOp-style logs of a run folder say: the end-of-training line (either Dassl's
-    wording), the last ``* accuracy: X%`` after it, the last epoch logged and the printed config."""
+    wording), the last ``* accuracy: X%`` after it, the last epoch logged, the printed config, and
+    how the newest session stopped (``stopped``: its last ``Error: ...`` or ``Interrupted at epoch
+    E/N`` line, as ("error", message) or ("interrupted", E))."""
     info = {"finished": False, "end_line": None, "accuracy": None, "log": None, "last_epoch": None, "config": {},
-            "logs": log_files(run_dir)}
+            "logs": log_files(run_dir), "stopped": None}
     for path in info["logs"]:
         with open(path, errors="replace") as f:
             lines = f.readlines()
@@ -53,6 +57,10 @@ def parse_log(run_dir):
             m = EPOCH_RE.search(ln)
             if m:
                 info["last_epoch"] = (int(m.group(1)), int(m.group(2)))
+        stops = [m for ln in lines for m in [STOP_RE.match(ln.strip())] if m]
+        # the newest session's last Error:/Interrupted line: ("error", message) or ("interrupted", epoch)
+        info["stopped"] = None if not stops else ("error", stops[-1].group("error")) \
+            if stops[-1].group("error") is not None else ("interrupted", int(stops[-1].group("epoch")))
         ends = [i for i, ln in enumerate(lines) if ln.strip() in END_LINES]
         if ends:
             accs = [m.group(1) for ln in lines[ends[-1] + 1:] for m in [ACCURACY_RE.search(ln)] if m]

@@ -6,6 +6,7 @@ import os.path as osp
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ptnl.io.log import ago
 from ptnl.runs.files import RESULTS_FILE
 from ptnl.runs.layout import parse_run_path
 from ptnl.runs.logs import END_LINES, LOG_RE, log_files, parse_log
@@ -41,7 +42,9 @@ def find_runs(dirs: Iterable[str]) -> Tuple[List[str], List[str]]:
     and printed a test accuracy after it. Incomplete: a folder with a log but neither.
 
     Args:
-        dirs: folders to search (recursively; a run folder's sub-folders are not searched).
+        dirs: folders to search, recursively: a run folder's sub-folders are searched too (a stray or
+            failed run's log at the top of an output tree hides nothing); its checkpoint folders
+            hold neither a log nor results.json, so they are never runs.
     """
     done, incomplete, seen = [], [], set()
     for top in dirs:
@@ -49,7 +52,6 @@ def find_runs(dirs: Iterable[str]) -> Tuple[List[str], List[str]]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             if RESULTS_FILE not in filenames and not any(LOG_RE.match(n) for n in filenames):
                 continue
-            dirnames[:] = []  # a run folder: its sub-folders are its checkpoints
             real = osp.realpath(dirpath)
             if real in seen:
                 continue
@@ -118,6 +120,8 @@ def load_run(run_dir: str) -> Dict:
         r["ctp"], r["ctx_init"] = prompt.get("class_token_position"), prompt.get("ctx_init")
         r.setdefault("gce_q", None)
         r["variant"] = parse_run_path(run_dir).get("variant")
+        r.setdefault("settings_digest", None)  # absent: written before per-key config records
+        r.setdefault("config", None)
         r["source"], r["unknown"] = RESULTS_FILE, []
     else:
         status, info = run_status(run_dir)
@@ -126,14 +130,6 @@ def load_run(run_dir: str) -> Dict:
         r = _log_record(run_dir, info)
     r["run_dir"] = run_dir
     return r
-
-
-def _ago(seconds):
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return "{}{}".format(seconds // size, unit)
-    return "{}s".format(seconds)
 
 
 def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[str] = None) -> Dict:
@@ -149,12 +145,16 @@ def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[s
         if info and info["finished"]:
             reason = "'{}' in {} but no '* accuracy:' line after it (the test crashed, or TEST.NO_TEST)".format(
                 info["end_line"], osp.basename(info["log"]))
+        elif info and info.get("stopped") and info["stopped"][0] == "error":
+            reason = "failed: {}".format(info["stopped"][1])
+        elif info and info.get("stopped"):
+            reason = "interrupted at epoch {}".format(info["stopped"][1])
         else:
             reason = "no results.json and no end-of-training line ({}): running, interrupted or crashed".format(
                 " / ".join(END_LINES))
             if info and info["last_epoch"]:
                 reason += "; last epoch logged {}/{}".format(*info["last_epoch"])
             if info and info["logs"]:
-                reason += "; log last written {} ago".format(_ago(time.time() - osp.getmtime(info["logs"][-1])))
+                reason += "; log last written {} ago".format(ago(time.time() - osp.getmtime(info["logs"][-1])))
     r.update(run_dir=run_dir, reason=reason)
     return r

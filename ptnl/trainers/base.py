@@ -23,6 +23,7 @@ from ptnl.io import get_logger, write_json_atomic
 from ptnl.losses import loss_from_cfg
 from ptnl.noise import check_protocol, label_training_set
 from ptnl.runs.files import DIAG_FILE, NOISE_FILE, RESULTS_FILE, config_digest
+from ptnl.runs.identity import flat_config, settings_digest
 from ptnl.trainers.diagnostics import SCALARS, EpochDiagnostics, epoch_line, per_sample_grad_norms
 from ptnl.trainers.evaluation import FeatureEvaluation
 
@@ -277,6 +278,8 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
             "precision": self.precision,
             "randomness": cfg.DATALOADER.RANDOMNESS, "num_workers": cfg.DATALOADER.NUM_WORKERS,
             "config_digest": config_digest(cfg),
+            "config": flat_config(cfg),  # every key; settings_digest: those that can change results
+            "settings_digest": settings_digest(flat_config(cfg)),
             "wall_time_s": time.time() - self._wall_start,
         })
         return record

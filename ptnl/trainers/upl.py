@@ -48,7 +48,8 @@ class UPL(PTNL):
         names = dataset.classnames
         train = [compat.Datum(impath=pool[i].impath, label=int(pseudo[i]), classname=names[pseudo[i]])
                  for i in chosen]
-        log.info("UPL: {} pseudo-labelled images selected ({} per class, {})".format(len(train), k, opts.SELECTION))
+        log.info(selection_message(len(train), k, opts.SELECTION, np.bincount(np.asarray(pseudo, dtype=np.int64),
+                                                                              minlength=len(names)), names))
         # ground truth, for diagnostics and the record only
         true = np.array([d.label for d in pool])
         self.upl_record = pseudo_label_report(true, pseudo, chosen, len(names), k)
@@ -104,3 +105,14 @@ def _test_transform(cfg, size):
     c.defrost()
     c.INPUT.SIZE = (size, size)
     return compat.build_transform(c, is_train=False)
+
+
+def selection_message(selected, k, selection, candidates, names):
+    """"UPL: N pseudo-labelled images selected (K per class, SELECTION)", and when N < classes x K,
+    why: the classes that had fewer than K candidates (images pseudo-labelled as them), with counts."""
+    text = "UPL: {} pseudo-labelled images selected ({} per class, {})".format(selected, k, selection)
+    short = [(names[c], int(n)) for c, n in enumerate(candidates) if n < k]
+    if short:
+        text += "; not {} x {} = {}: {} class(es) had fewer than {} candidates: {}".format(
+            len(names), k, len(names) * k, len(short), k, ", ".join("{} ({})".format(c, n) for c, n in short))
+    return text

@@ -5,22 +5,34 @@
 #
 # Environment (besides main.sh's DATA, SEEDS, SHOTS, NOISE_TYPE, NOISE_MODE, OUT, CLIP_WEIGHTS, ...):
 # CONFIGS ("ClassifierR ClassifierC TEncFT PTNL FullPromptTuning CLSTuning"),
-# RATES ("0.0 0.125 0.25 0.5 0.75"), LOSSES ("ce gce"). Finished runs are skipped.
+# RATES ("0.0 0.125 0.25 0.5 0.75"), LOSSES ("ce gce"). Finished runs are skipped; an
+# "[ablation] run i/N" line with the ETA starts each run. The table holds this grid's runs only
+# (ALL_RUNS=1: every run under $OUT/<DATASET>).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+if [ $# -lt 2 ]; then ptnl_usage "$0"; exit 2; fi
+export OUT=${OUT:-output}
+ptnl_abs_paths OUT DATA CLIP_WEIGHTS
 cd "$(dirname "$0")/../.."
-if [ $# -lt 2 ]; then sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
 DATASET=$1; BACKBONE=$2; shift 2
 CONFIGS=${CONFIGS:-"ClassifierR ClassifierC TEncFT PTNL FullPromptTuning CLSTuning"}
 RATES=${RATES:-"0.0 0.125 0.25 0.5 0.75"}
 LOSSES=${LOSSES:-"ce gce"}
-export OUT=${OUT:-output}
+SEEDS=${SEEDS:-"1 2 3"} SHOTS=${SHOTS:-16}
+
+ptnl_plan_init ablation
 for CONFIG in ${CONFIGS}; do
   for LOSS in ${LOSSES}; do
     for RATE in ${RATES}; do
-      TRAINER=${CONFIG} SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" "${RATE}" "${LOSS}" "$@"
+      for SHOT in ${SHOTS}; do
+        for SEED in ${SEEDS}; do ptnl_plan_add "${CONFIG}" "${LOSS}" "${RATE}" "${SHOT}" "${SEED}" "${NCTX:-16}"; done
+      done
     done
   done
 done
+ptnl_plan_summary "configs ${CONFIGS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
+ptnl_plan_run "$@" || exit 1
+if [ "${DRY_RUN:-0}" = 1 ]; then exit 0; fi
 echo
-DIRS=(); for CONFIG in ${CONFIGS}; do DIRS+=("${OUT}/${DATASET}/${CONFIG}/${BACKBONE}"); done
-"${PYTHON:-python}" -m ptnl.report --pivot "${DIRS[@]}"
+ptnl_report_dirs
+"${PYTHON:-python}" -m ptnl.report --pivot "${REPORT_DIRS[@]}"

@@ -4,20 +4,34 @@
 #   bash scripts/ptnl/ctx_length.sh DATASET BACKBONE [KEY VALUE ...]
 #
 # Environment (besides main.sh's): NCTXS ("0 1 2 4 8 16 32"), RATES ("0.0 0.5"), LOSSES ("ce").
+# Finished runs are skipped; a "[ctx_length] run i/N" line with the ETA starts each run. The table
+# holds this grid's runs only (ALL_RUNS=1: every run under $OUT/<DATASET>).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+if [ $# -lt 2 ]; then ptnl_usage "$0"; exit 2; fi
+export OUT=${OUT:-output}
+ptnl_abs_paths OUT DATA CLIP_WEIGHTS
 cd "$(dirname "$0")/../.."
-if [ $# -lt 2 ]; then sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
 DATASET=$1; BACKBONE=$2; shift 2
 NCTXS=${NCTXS:-"0 1 2 4 8 16 32"}
 RATES=${RATES:-"0.0 0.5"}
 LOSSES=${LOSSES:-"ce"}
-export OUT=${OUT:-output}
+SEEDS=${SEEDS:-"1 2 3"} SHOTS=${SHOTS:-16}
+
+ptnl_plan_init ctx_length
+PLAN_NCTX=1
 for NCTX in ${NCTXS}; do
   for LOSS in ${LOSSES}; do
     for RATE in ${RATES}; do
-      NCTX=${NCTX} TRAINER=PTNL SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" "${RATE}" "${LOSS}" "$@"
+      for SHOT in ${SHOTS}; do
+        for SEED in ${SEEDS}; do ptnl_plan_add PTNL "${LOSS}" "${RATE}" "${SHOT}" "${SEED}" "${NCTX}"; done
+      done
     done
   done
 done
+ptnl_plan_summary "n_ctx ${NCTXS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
+ptnl_plan_run "$@" || exit 1
+if [ "${DRY_RUN:-0}" = 1 ]; then exit 0; fi
 echo
-"${PYTHON:-python}" -m ptnl.report --pivot "${OUT}/${DATASET}/PTNL/${BACKBONE}"
+ptnl_report_dirs
+"${PYTHON:-python}" -m ptnl.report --pivot "${REPORT_DIRS[@]}"

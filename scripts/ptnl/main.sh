@@ -10,19 +10,20 @@
 # CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
 # SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print each run's resolved config, run nothing),
 # VARIANT (an extra folder level after the loss, for settings passed as trailing KEY VALUE pairs).
-# Trailing KEY VALUE pairs go to train.py as config overrides. Finished runs (results.json
-# present) are skipped; interrupted ones resume from their last checkpoint.
+# Relative OUT, DATA and CLIP_WEIGHTS paths are read from the folder you call it from.
+# Trailing KEY VALUE pairs go to train.py as config overrides. A finished run (results.json
+# present) is skipped when it ran the same settings ("Done already, skipping"); when its settings
+# differ, main.sh stops and names the keys (keep both with another OUT or VARIANT). An interrupted
+# run resumes from its last checkpoint ("Resuming: DIR (from epoch E)"), a failed one without any
+# checkpoint starts again ("Retrying: DIR").
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+if [ $# -lt 4 ]; then ptnl_usage "$0"; exit 2; fi
+DATA=${DATA:-./data} OUT=${OUT:-output}
+ptnl_abs_paths OUT DATA CLIP_WEIGHTS
 cd "$(dirname "$0")/../.."
-source scripts/ptnl/lib.sh
-
-if [ $# -lt 4 ]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
-  exit 2
-fi
 DATASET=$1; BACKBONE=$2; RATE=$3; LOSS=$4; shift 4
 
-DATA=${DATA:-./data}
 SEEDS=${SEEDS:-"1 2 3"}
 SHOTS=${SHOTS:-16}
 NCTX=${NCTX:-16}
@@ -30,7 +31,6 @@ CSC=${CSC:-False}
 CTP=${CTP:-end}
 NOISE_TYPE=${NOISE_TYPE:-sym}
 NOISE_MODE=${NOISE_MODE:-swap}
-OUT=${OUT:-output}
 TRAINER=${TRAINER:-PTNL}
 PYTHON=${PYTHON:-python}
 
@@ -54,19 +54,27 @@ for SHOT in ${SHOTS}; do
     RUN_DIRS+=("$DIR")
     DRY=()
     if [ "${DRY_RUN:-0}" = 1 ]; then DRY=(--dry-run); echo "Config of ${DIR}:"
-    elif [ -f "${DIR}/results.json" ]; then
-      echo "Done already, skipping: ${DIR}"
-      continue
-    elif [ -d "${DIR}" ]; then echo "Resuming: ${DIR}"
+    elif [ -f "${DIR}/results.json" ]; then :  # train.py compares the settings: skips, or stops naming the keys
+    elif [ -d "${DIR}" ]; then
+      CKPT=$(ls -1 "${DIR}"/*/model.pth.tar-* 2>/dev/null | sed 's/.*model\.pth\.tar-//' | sort -n | tail -1 || true)
+      if [ -n "${CKPT}" ]; then echo "Resuming: ${DIR} (from epoch ${CKPT})"; else echo "Retrying: ${DIR}"; fi
     else echo "Running: ${DIR}"
     fi
-    "$PYTHON" train.py "${DRY[@]}" \
+    CMD=("$PYTHON" train.py "${DRY[@]}"
       --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
       --dataset-config-file "${DCFG}" --config-file "${TCFG}" --output-dir "${DIR}" \
       DATASET.NUM_SHOTS "${SHOT}" \
       DATASET.NOISE.RATE "${RATE}" DATASET.NOISE.TYPE "${NOISE_TYPE}" DATASET.NOISE.MODE "${NOISE_MODE}" \
       TRAINER.PTNL.LOSS "${LOSS}" TRAINER.PTNL.N_CTX "${NCTX}" TRAINER.PTNL.CSC "${CSC}" \
-      TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "$@"
+      TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "$@")
+    if [ "${DRY_RUN:-0}" != 1 ] && [ -f "${DIR}/results.json" ]; then
+      RC=0; MSG=$("${CMD[@]}" 2>&1) || RC=$?
+      if [ "$RC" = 0 ] && [[ "$MSG" == "Done already"* ]]; then echo "Done already, skipping: ${DIR}"; continue; fi
+      echo "$MSG" >&2
+      if [ "$RC" != 0 ]; then echo "main.sh: stopped at ${DIR} (train.py exit ${RC})" >&2; exit "$RC"; fi
+      continue
+    fi
+    "${CMD[@]}"
   done
 done
 if [ "${SUMMARY:-1}" != 0 ] && [ "${DRY_RUN:-0}" != 1 ]; then

@@ -11,10 +11,12 @@
 # OUT, CLIP_WEIGHTS, PYTHON), plus TEMPLATES (dataset | ensemble) and PSEUDO_BACKBONES (CLIP names
 # or files whose probabilities are averaged, e.g. "RN50 ViT-B/32"; default: the trained one).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-if [ $# -lt 4 ]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
-DATASET=$1; BACKBONE=$2; SELECTION=$3; LOSS=$4; shift 4
+source "$(dirname "$0")/../ptnl/lib.sh"
+if [ $# -lt 4 ]; then ptnl_usage "$0"; exit 2; fi
 export SEEDS=${SEEDS:-"1 2 3 4"} OUT=${OUT:-output}
+ptnl_abs_paths OUT DATA CLIP_WEIGHTS
+cd "$(dirname "$0")/../.."
+DATASET=$1; BACKBONE=$2; SELECTION=$3; LOSS=$4; shift 4
 PYTHON=${PYTHON:-python}
 TEMPLATES=${TEMPLATES:-dataset}
 BACKBONES=()
@@ -28,7 +30,8 @@ TRAINER=UPL VARIANT=${VARIANT} SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" 
   TRAINER.UPL.SELECTION "${SELECTION}" TRAINER.UPL.TEMPLATES "${TEMPLATES}" "${BB_OPT[@]}" "$@"
 SEEDS=1 TRAINER=ZeroshotCLIP SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 ce "$@"
 echo
-"$PYTHON" -m ptnl.report.ensemble "${OUT}/${DATASET}/UPL/${BACKBONE}/sym-swap-0.0/${LOSS}/${VARIANT}"
+BB_DIR=$(ptnl_backbone_dir)
+"$PYTHON" -m ptnl.report.ensemble "${OUT}/${DATASET}/UPL/${BB_DIR}/sym-swap-0.0/${LOSS}/${VARIANT}"
 echo
 echo "Zero-shot CLIP (reference):"
-"$PYTHON" -m ptnl.report "${OUT}/${DATASET}/ZeroshotCLIP/${BACKBONE}/sym-swap-0.0/ce"
+"$PYTHON" -m ptnl.report "${OUT}/${DATASET}/ZeroshotCLIP/${BB_DIR}/sym-swap-0.0/ce"

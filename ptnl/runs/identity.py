@@ -1,0 +1,117 @@
+"""A run's identity: its resolved config as a flat ``{"KEY.SUB": value}`` dict (stored in
+``results.json`` as ``config``), the digest of the part of it that can change results
+(``settings_digest``), the keys where two configs differ, and the check ``train.py`` makes before it
+trains into a folder that already holds a finished run. Pure functions over dicts (a yacs
+``CfgNode`` is a dict); no torch, no yacs."""
+import hashlib
+import json
+import os.path as osp
+from typing import Dict, List, Optional, Tuple
+
+from ptnl.runs.files import RESULTS_FILE
+
+# Keys that never change a run's results: where things are read from and written to, how much is
+# printed or kept on disk, caches, the device switch, and the seed (runs that differ only in it are
+# the seeds of one experiment). Left out of ``settings_digest`` and of every comparison.
+NON_RESULT_KEYS = (
+    "SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE", "TRAIN.PRINT_FREQ", "DATALOADER.NUM_WORKERS",
+    "USE_CUDA", "TRAINER.PTNL.KEEP_CHECKPOINTS", "TRAINER.PTNL.SAVE_TEST_LOGITS", "TRAINER.PTNL.DECODE_CACHE_MB",
+    "TRAINER.PTNL.CACHE_FEATURES", "TRAIN.CHECKPOINT_FREQ",
+)
+ABSENT = "(absent)"  # how a key one config lacks is shown
+# The worker count changes results only with Dassl's own loader stream (ptnl.data.randomness).
+WORKERS_MATTER = ("DATALOADER.RANDOMNESS", "coop")
+
+
+def ignored_keys(*flats: Dict) -> Tuple[str, ...]:
+    """NON_RESULT_KEYS, less DATALOADER.NUM_WORKERS when one of ``flats`` ran with
+    ``DATALOADER.RANDOMNESS coop`` (or predates the key, i.e. ran CoOp's stream)."""
+    key, value = WORKERS_MATTER
+    if any(f.get(key, value) == value for f in flats):
+        return tuple(k for k in NON_RESULT_KEYS if k != "DATALOADER.NUM_WORKERS")
+    return NON_RESULT_KEYS
+
+
+def _jsonable(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+def flat_config(cfg) -> Dict:
+    """The whole config as ``{"DATASET.NOISE.RATE": 0.5, ...}`` with JSON values (tuples become
+    lists), as ``results.json`` stores it."""
+    out = {}
+
+    def walk(node, prefix):
+        for k in sorted(node):
+            v = node[k]
+            if isinstance(v, dict):
+                walk(v, prefix + k + ".")
+            else:
+                out[prefix + k] = _jsonable(v)
+    walk(cfg, "")
+    return out
+
+
+def result_settings(flat: Dict, ignore=None) -> Dict:
+    """``flat`` without the keys that do not change results (``ignored_keys``)."""
+    ignore = ignored_keys(flat) if ignore is None else ignore
+    return {k: v for k, v in flat.items() if k not in ignore}
+
+
+def settings_digest(flat: Dict) -> str:
+    """sha256 over the settings that can change results (``flat`` minus ``ignored_keys``): runs
+    with equal digests are seeds of one experiment and may be averaged."""
+    text = json.dumps(result_settings(flat), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_diff(a: Dict, b: Dict, ignore=None) -> List[Tuple[str, object, object]]:
+    """(key, value in a, value in b) for every result-changing key where two flat configs differ
+    (``ABSENT`` for a key one of them lacks), sorted by key."""
+    ignore = ignored_keys(a, b) if ignore is None else ignore
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if k in ignore:
+            continue
+        va, vb = a.get(k, ABSENT), b.get(k, ABSENT)
+        if va != vb:
+            out.append((k, va, vb))
+    return out
+
+
+def show_value(v) -> str:
+    return v if v == ABSENT else json.dumps(v)
+
+
+def finished_run(cfg, results_file: Optional[str] = None) -> Tuple[Optional[int], str]:
+    """What ``train.py`` does when ``cfg.OUTPUT_DIR`` already holds a finished run:
+    ``(None, "")`` when there is none (train), ``(0, "Done already: DIR")`` when it ran these
+    settings, ``(3, message)`` naming each differing key (stored and requested value) when it did
+    not. A ``results.json`` without ``config`` (written before per-key records) is compared by its
+    ``config_digest`` (sha256 of the printed config) when it has one."""
+    out_dir = cfg["OUTPUT_DIR"]
+    path = results_file or osp.join(out_dir, RESULTS_FILE)
+    if not osp.isfile(path):
+        return None, ""
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as e:
+        return 3, "{} is unreadable ({}); move it away to train this run again".format(path, e)
+    keep = ("To keep both runs, write this one elsewhere: OUT=<folder> or VARIANT=<name> with scripts/ptnl/"
+            "main.sh, or another --output-dir with train.py; to replace it, delete {}".format(out_dir))
+    if isinstance(stored.get("config"), dict):
+        diff = config_diff(stored["config"], flat_config(cfg))
+        if not diff:
+            return 0, "Done already: {}".format(out_dir)
+        lines = ["{} holds a finished run with other settings:".format(out_dir)]
+        lines += ["    {}: stored {}, requested {}".format(k, show_value(a), show_value(b)) for k, a, b in diff]
+        return 3, "\n".join(lines + [keep])
+    if stored.get("config_digest"):
+        from ptnl.runs.files import config_digest
+        if stored["config_digest"] == config_digest(cfg):
+            return 0, "Done already: {}".format(out_dir)
+        return 3, ("{} holds a finished run whose settings differ from the requested ones (its config digest "
+                   "differs); the run predates per-key records, so the differing keys cannot be named.\n{}".format(
+                       out_dir, keep))
+    return 0, "Done already: {}".format(out_dir)
