@@ -156,3 +156,23 @@ def test_n_ctx_zero_trains_nothing_but_names(world, tmp_path):
     assert t.model.prompt_learner.prompt_texts[0] == "banded."
     t.set_model_mode("eval")
     assert logits(t, batch_of(t)).shape[1] == 6
+
+
+def test_tenc_ft_trains_fp32_master_weights_and_every_step_moves_them(world, tmp_path):
+    """PREC fp16 on CUDA becomes amp for TEncFT (fp32 weights, autocast); on CPU (fp32) one step
+    changes every trainable tensor that received a non-zero gradient."""
+    trainer = build("TEncFT", world, tmp_path, opts=["OPTIM.LR", 0.1])
+    cpu = trainer.device
+    trainer.device = torch.device("cuda")  # the mapping only: nothing runs on it
+    assert trainer.precision == "amp"
+    trainer.device = cpu
+    assert trainer.precision == "fp32"
+    params = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    trainer.set_model_mode("train")
+    trainer.before_epoch()
+    trainer.batch_idx, trainer.num_batches = 0, 2
+    trainer.forward_backward(next(iter(trainer.train_loader_x)))
+    moved = [n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert len(moved) > 10
+    assert [n for n in moved if torch.equal(before[n], params[n].detach())] == []

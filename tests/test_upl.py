@@ -157,6 +157,17 @@ def test_ensemble_accuracy_equals_direct_average(tmp_path):
     assert row["ensemble"] == pytest.approx(direct)
     assert row["seeds"] == [1, 2, 3, 4] and row["mean"] == pytest.approx(np.mean(accs))
     assert row["std"] == pytest.approx(np.std(accs))
+    # python -m ptnl.report shows it beside mean ± std, in a column that says which is which
+    from ptnl.report.cli import main
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main([str(tmp_path)])
+    out = buf.getvalue()
+    header = next(ln for ln in out.splitlines() if "accuracy (mean ± std)" in ln)
+    assert "seed ensemble" in header and "{:.2f}".format(direct) in out
+    assert "seed ensemble: accuracy of the seeds' test logits averaged" in out
 
 
 def test_upl_script_end_to_end(world, tmp_path):

@@ -3,6 +3,7 @@ import os.path as osp
 import sys
 
 from ptnl.report.aggregate import aggregate
+from ptnl.report.ensemble import add_ensembles
 from ptnl.report.plots import plot
 from ptnl.report.tables import format_notes, format_pivot, format_table
 from ptnl.runs.read import find_runs, incomplete_run, load_run
@@ -45,7 +46,7 @@ def main(argv=None, prog="python -m ptnl.report"):
     if not records and not incomplete:
         print("No runs found under {}".format(", ".join(a.dirs)))
         return 1
-    rows = aggregate(records, incomplete, ddof=ddof)
+    rows = add_ensembles(aggregate(records, incomplete, ddof=ddof))
     notes_to = sys.stderr if a.format == "csv" else sys.stdout
     if rows:
         print(format_pivot(rows, a.format) if a.pivot else format_table(rows, a.format))

@@ -33,6 +33,20 @@ def ensemble_accuracy(states):
     return 100.0 * float((pred == ref["labels"]).double().mean())
 
 
+def add_ensembles(rows):
+    """Set ``row["ensemble"]``: the accuracy of the averaged test logits of a group's seeds, where
+    at least two seeds ran and every one of them saved ``test_logits.pt`` (else None)."""
+    for row in rows:
+        dirs = row["run_dirs"]
+        row["ensemble"] = None
+        if len(dirs) > 1 and all(osp.isfile(osp.join(d, LOGITS_FILE)) for d in dirs):
+            try:
+                row["ensemble"] = ensemble_accuracy([load_logits(d) for d in dirs])
+            except (OSError, ValueError, RuntimeError):
+                row["ensemble"] = None
+    return rows
+
+
 def ensembles(dirs):
     """One record per group of runs with saved logits."""
     done, _ = find_runs(dirs)

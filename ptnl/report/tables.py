@@ -78,19 +78,26 @@ def format_table(rows, fmt="plain"):
     if fmt == "csv":
         std = "std_sample" if rows and rows[0]["ddof"] == 1 else "std_population"
         headers = list(GROUP_KEYS) + ["mean", std, "n", "seeds", "missing_seeds", "source", "differs",
-                                      "settings_digest"]
+                                      "settings_digest", "seed_ensemble"]
         return _csv(headers, [[_show(r[k]) for k in GROUP_KEYS] + _csv_stats(r) +
                               ["log" if r["from_log"] else RESULTS_FILE, r.get("differs", ""),
-                               _show(r.get("settings_digest"))] for r in rows])
+                               _show(r.get("settings_digest")),
+                               "" if r.get("ensemble") is None else "{:.4f}".format(r["ensemble"])] for r in rows])
     extra = _varying(rows)
     differs = any(r.get("differs") for r in rows)
+    ensemble = any(r.get("ensemble") is not None for r in rows)
     headers = ["dataset", "trainer", "backbone", "noise", "rate", "loss", "shots", "n_ctx"] + \
-        (["settings"] if extra or differs else []) + ["accuracy (mean ± std)", "seeds"]
+        (["settings"] if extra or differs else []) + ["accuracy (mean ± std)"] + \
+        (["seed ensemble"] if ensemble else []) + ["seeds"]
     body = [[_show(r["dataset"]), _show(r["trainer"]), _show_backbone(r["backbone"]),
              "{}-{}".format(r["noise_type"], r["noise_mode"]), _show(r["noise_rate"]), _show(r["loss"]),
              _show(r["num_shots"]), _show(r["n_ctx"])] + ([_other_settings(r, extra)] if extra or differs else []) +
-            [_mean_std(r), _seeds_cell(r)] for r in rows]
+            [_mean_std(r)] + ([_ensemble_cell(r)] if ensemble else []) + [_seeds_cell(r)] for r in rows]
     return _tabulate(headers, body, fmt)
+
+
+def _ensemble_cell(r):
+    return "—" if r.get("ensemble") is None else "{:.2f}".format(r["ensemble"])
 
 
 def format_pivot(rows, fmt="plain"):
@@ -157,6 +164,9 @@ def format_notes(rows, incomplete=(), ddof=0):
     """The footer: which std, runs read from logs, missing and duplicate seeds, incomplete runs."""
     notes = ["accuracy: test accuracy (%), mean ± {} over seeds; the count is the number of seeds averaged".format(
         STD_NAMES.get(ddof, "std (ddof={})".format(ddof)))]
+    if any(r.get("ensemble") is not None for r in rows):
+        notes.append("seed ensemble: accuracy of the seeds' test logits averaged (what UPL and the paper's release "
+                     "report), where every seed saved test_logits.pt; — where they did not")
     apart = [r for r in rows if r.get("differs")]
     if apart:
         notes.append("not averaged together: rows that agree in the columns above but ran other settings "

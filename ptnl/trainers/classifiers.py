@@ -52,6 +52,14 @@ class ZeroshotCLIP(ClassifierC):
 class TEncFT(PTNLTrainerBase):
     """CLIP's text encoder fine-tuned on the dataset's template prompts."""
 
+    @property
+    def precision(self):
+        """PREC fp16 trains with fp32 master weights under autocast (amp): SGD on a whole fp16
+        transformer loses every update below fp16 resolution (lr 0.002 times a small gradient) and
+        the weight decay."""
+        prec = super().precision
+        return "amp" if prec == "fp16" else prec
+
     def build_model(self):
         clip_model = self.load_clip_model()
         template = dataset_template(self.cfg.DATASET.NAME)
