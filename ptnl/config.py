@@ -91,7 +91,8 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.NOISE = CN()
     cfg.DATASET.NOISE.RATE = 0.0  # fraction of noisy shots, in [0, 1)
     cfg.DATASET.NOISE.TYPE = "sym"  # which wrong label: sym
-    cfg.DATASET.NOISE.MODE = "swap"  # which samples: swap (per-class exact) | flip (global)
+    cfg.DATASET.NOISE.MODE = "swap"  # which samples: swap (per-class exact) | flip (global) | release (the release's)
+    cfg.DATASET.NOISE.RELEASE_DUPLICATES = False  # release mode: draw with replacement, as the release (repeats)
     if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
         cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key; kept so CoOp configs merge
 

@@ -10,7 +10,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ptnl.noise.protocols import COUNT_RULE, check_protocol, flip_noise, swap_noise, transition_matrix
+from ptnl.noise.protocols import (COUNT_RULE, RELEASE_RULES, check_protocol, flip_noise, release_noise, swap_noise,
+                                  transition_matrix)
 from ptnl.noise.types import NoiseError, noise_type as _noise_type
 
 Result = Tuple[list, List[int], Optional[dict]]
@@ -28,15 +29,16 @@ def label_training_set(cfg, items: Sequence, *, pool: Optional[Sequence], lab2cn
         lab2cname: label -> class name, of every class.
 
     Returns ``(items to train on, their true labels, noise record or None)``: unchanged items and
-    no record at rate 0 (or without DATASET.NOISE); the record is ``noise.json``'s content.
+    no record at rate 0 (or without DATASET.NOISE); the record is ``noise.json``'s content. Mode
+    ``release`` draws its own few-shot set from ``pool`` (``items`` are not used), at rate 0 too.
     """
     noise = getattr(cfg.DATASET, "NOISE", None)
-    if noise is None or noise.RATE == 0:
+    if noise is None or (noise.RATE == 0 and noise.MODE != "release"):
         return items, [d.label for d in items], None
-    if pool is None and noise.MODE == "swap":
-        raise NoiseError("DATASET.NOISE.MODE swap needs the full training split, which dataset {} does "
+    if pool is None and noise.MODE in ("swap", "release"):
+        raise NoiseError("DATASET.NOISE.MODE {} needs the full training split, which dataset {} does "
                          "not expose (a PTNL dataset class does). Use DATASET.NOISE.MODE flip.".format(
-                             cfg.DATASET.NAME))
+                             noise.MODE, cfg.DATASET.NAME))
     from ptnl import compat
     from ptnl.noise.confusion import ConfusionScorer
     classnames = [lab2cname[k] for k in sorted(lab2cname)]
@@ -44,12 +46,14 @@ def label_training_set(cfg, items: Sequence, *, pool: Optional[Sequence], lab2cn
                        num_classes=max(lab2cname) + 1, key=cfg.DATASET.NAME,
                        make_item=lambda p, y, c: compat.Datum(impath=p, label=y, classname=c),
                        classnames=lab2cname, score_fn=ConfusionScorer(cfg, classnames),
-                       num_shots=cfg.DATASET.NUM_SHOTS if cfg.DATASET.NUM_SHOTS > 0 else None)
+                       num_shots=cfg.DATASET.NUM_SHOTS if cfg.DATASET.NUM_SHOTS > 0 else None,
+                       duplicates=bool(getattr(noise, "RELEASE_DUPLICATES", False)))
 
 
 def noisy_items(items: Sequence, pool: Optional[Sequence], *, rate: float, noise_type: str, mode: str, seed: int,
                 num_classes: int, key: str, make_item: Callable, classnames: Optional[Dict[int, str]] = None,
-                score_fn: Optional[Callable] = None, num_shots: Optional[int] = None) -> Tuple[list, List[int], dict]:
+                score_fn: Optional[Callable] = None, num_shots: Optional[int] = None,
+                duplicates: bool = False) -> Tuple[list, List[int], dict]:
     """Apply a protocol to a few-shot list of Dassl ``Datum``.
 
     Args:
@@ -62,7 +66,10 @@ def noisy_items(items: Sequence, pool: Optional[Sequence], *, rate: float, noise
         classnames: label -> class name, for relabelled items.
         score_fn: ``score_fn(impaths)`` returns zero-shot scores [len(impaths), C]; only types
             with ``needs_scores`` (confusion) call it (on S for flip, on the pool for swap).
-        num_shots: K, for the record (default: the largest class).
+        num_shots: K, for the record (default: the largest class); mode ``release`` draws K per
+            class from ``pool`` (the full training split, in split order) and ignores ``items``.
+        duplicates: mode ``release`` only: draw with replacement as the release does
+            (DATASET.NOISE.RELEASE_DUPLICATES; see ``ptnl.noise.protocols.release_noise``).
 
     Returns ``(new_items, true_labels, record)`` where ``record`` is the ``noise.json`` content.
     """
@@ -79,7 +86,21 @@ def noisy_items(items: Sequence, pool: Optional[Sequence], *, rate: float, noise
         return np.asarray(score_fn(paths), dtype=np.float64)
 
     fallback = np.zeros(len(items), dtype=bool)
-    if rate == 0:
+    release = None
+    if mode == "release":
+        if pool is None:
+            raise NoiseError("Release noise draws the few-shot set from the full training split; this dataset "
+                             "does not expose one. Use DATASET.NOISE.MODE flip.")
+        if num_shots is None:
+            raise NoiseError("DATASET.NOISE.MODE release draws K shots per class and needs DATASET.NUM_SHOTS >= 1")
+        pool = list(pool)
+        release = release_noise([p.label for p in pool], rate, num_shots, num_classes, seed, noise_type,
+                                duplicates=duplicates)
+        new_items = [pool[i] if pool[i].label == g else make_item(pool[i].impath, int(g), names.get(int(g), str(g)))
+                     for i, g in zip(release["index"].tolist(), release["given"].tolist())]
+        true = release["true"].tolist()
+        fallback = np.zeros(len(new_items), dtype=bool)
+    elif rate == 0:
         new_items, true = list(items), list(labels)
     elif mode == "flip":
         scores = scores_of([it.impath for it in items]) if needs_scores else None
@@ -124,9 +145,16 @@ def noisy_items(items: Sequence, pool: Optional[Sequence], *, rate: float, noise
         "small_classes": {str(k): v["shots"] for k, v in sorted(per_class.items()) if v["shots"] < shots},
         "confusion_fallbacks": int(fallback.sum()),
         "generator": "ptnl.noise ({} / {})".format(mode, noise_type),
-        "label_rule": _noise_type(noise_type).label_rule(mode),
+        "label_rule": _noise_type(noise_type).label_rule("swap" if mode == "release" else mode),
         "per_class": {str(k): v for k, v in sorted(per_class.items())},
         "transition": transition_matrix(true, given, num_classes),
+        **({} if release is None else {
+            "generator": "ptnl.noise.release_noise (release / {}): the released code's sampler; clean picks "
+                         "numpy.random.default_rng({}).choice, wrong picks random.Random({}).{}".format(
+                             noise_type, seed, seed, "choices (with replacement)" if duplicates else "sample"),
+            "rules": dict(RELEASE_RULES),
+            "release": {"num_fp": release["num_fp"], "duplicates": bool(duplicates),
+                        "repeated_picks": int(release["repeats"])}}),
         "samples": [{"impath": it.impath, "true_label": int(t), "label": int(g)}
                     for it, t, g in zip(new_items, true, given)],
     }

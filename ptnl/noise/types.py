@@ -70,6 +70,7 @@ class NoiseType:
     images (the scorer is asked only then)."""
 
     needs_scores = False
+    release = None  # "sym" or "pair": how DATASET.NOISE.MODE release draws for this type (None: not supported)
 
     def flip_labels(self, labels: np.ndarray, offsets: np.ndarray, num_classes: int,
                     scores: Optional[np.ndarray]) -> np.ndarray:
@@ -98,6 +99,8 @@ class NoiseType:
 class Symmetric(NoiseType):
     """Uniform over the other classes."""
 
+    release = "sym"
+
     def flip_labels(self, labels, offsets, num_classes, scores):
         return (labels + offsets) % num_classes
 
@@ -114,6 +117,7 @@ class _PairBase(NoiseType):
 
     shifts = {"flip": 1, "swap": 1}
     origin = {}
+    release = "pair"  # release mode: class c takes images of class c - shifts["swap"], as under swap
 
     def flip_labels(self, labels, offsets, num_classes, scores):
         return (labels + self.shifts["flip"]) % num_classes

@@ -8,6 +8,7 @@
 # holds this grid's runs only (ALL_RUNS=1: every run under $OUT/<DATASET>).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+ptnl_release || exit $?
 if [ $# -lt 2 ]; then ptnl_usage "$0"; exit 2; fi
 export OUT=${OUT:-output}
 ptnl_abs_paths OUT DATA CLIP_WEIGHTS

@@ -10,6 +10,24 @@
 
 PTNL_PROMPT_FREE="ClassifierC ClassifierR ImageNetFT LinearProbe TEncFT ZeroshotCLIP"
 
+# RELEASE=1: the released code's protocol where it differs from ours (README "Label noise"):
+# NOISE_MODE release (its few-shot and noise sampler), SEEDS "1 2 3 4" unless set, and RELEASE_OPTS
+# for train.py (GCE q 0.5; test logits saved, for the seed ensemble). Call right after sourcing.
+ptnl_release() {
+  RELEASE_OPTS=()
+  case "${RELEASE:-0}" in
+    0|"") return 0 ;;
+    1) ;;
+    *) echo "RELEASE must be 0 or 1, got '${RELEASE}'" >&2; return 2 ;;
+  esac
+  if [ -n "${NOISE_MODE:-}" ] && [ "${NOISE_MODE}" != release ]; then
+    echo "RELEASE=1 uses NOISE_MODE release; NOISE_MODE=${NOISE_MODE} contradicts it (unset one of them)" >&2
+    return 2
+  fi
+  NOISE_MODE=release; SEEDS=${SEEDS:-"1 2 3 4"}
+  RELEASE_OPTS=(TRAINER.PTNL.GCE_Q 0.5 TRAINER.PTNL.SAVE_TEST_LOGITS True)
+}
+
 # The comment block at the top of a script (after the #! line), without the '# ': its usage.
 ptnl_usage() {
   sed -n '2,${/^#/!q;s/^# \{0,1\}//;p}' "$1"

@@ -9,7 +9,9 @@
 # CSC (False), CTP (end), NOISE_TYPE (sym), NOISE_MODE (swap), OUT (output), TRAINER (PTNL),
 # CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
 # SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print each run's resolved config, run nothing),
-# VARIANT (an extra folder level after the loss, for settings passed as trailing KEY VALUE pairs).
+# VARIANT (an extra folder level after the loss, for settings passed as trailing KEY VALUE pairs),
+# RELEASE (1: the released code's protocol: NOISE_MODE release, GCE q 0.5, SEEDS "1 2 3 4", test
+# logits saved for the seed ensemble; README "Label noise").
 # Relative OUT, DATA and CLIP_WEIGHTS paths are read from the folder you call it from.
 # Trailing KEY VALUE pairs go to train.py as config overrides. A finished run (results.json
 # present) is skipped when it ran the same settings ("Done already, skipping"); when its settings
@@ -19,6 +21,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 if [ $# -lt 4 ]; then ptnl_usage "$0"; exit 2; fi
+ptnl_release || exit $?
 DATA=${DATA:-./data} OUT=${OUT:-output}
 ptnl_abs_paths OUT DATA CLIP_WEIGHTS
 cd "$(dirname "$0")/../.."
@@ -66,7 +69,7 @@ for SHOT in ${SHOTS}; do
       DATASET.NUM_SHOTS "${SHOT}" \
       DATASET.NOISE.RATE "${RATE}" DATASET.NOISE.TYPE "${NOISE_TYPE}" DATASET.NOISE.MODE "${NOISE_MODE}" \
       TRAINER.PTNL.LOSS "${LOSS}" TRAINER.PTNL.N_CTX "${NCTX}" TRAINER.PTNL.CSC "${CSC}" \
-      TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "$@")
+      TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "${RELEASE_OPTS[@]}" "$@")
     if [ "${DRY_RUN:-0}" != 1 ] && [ -f "${DIR}/results.json" ]; then
       RC=0; MSG=$("${CMD[@]}" 2>&1) || RC=$?
       if [ "$RC" = 0 ] && [[ "$MSG" == "Done already"* ]]; then echo "Done already, skipping: ${DIR}"; continue; fi

@@ -10,6 +10,7 @@
 # SELECTION: topk | random. Environment as main.sh (DATA, SEEDS default "1 2 3 4", SHOTS, NCTX,
 # OUT, CLIP_WEIGHTS, PYTHON), plus TEMPLATES (dataset | ensemble) and PSEUDO_BACKBONES (CLIP names
 # or files whose probabilities are averaged, e.g. "RN50 ViT-B/32"; default: the trained one).
+# RELEASE=1: the release's GCE q 0.5 (VARIANT gets "-release"); the seeds 1-4 ensemble is the default.
 set -euo pipefail
 source "$(dirname "$0")/../ptnl/lib.sh"
 if [ $# -lt 4 ]; then ptnl_usage "$0"; exit 2; fi
@@ -26,9 +27,11 @@ if [ ${#BACKBONES[@]} -gt 0 ]; then
   BB_OPT=(TRAINER.UPL.BACKBONES "[$(printf '"%s",' "${BACKBONES[@]}" | sed 's/,$//')]")
 fi
 VARIANT="${SELECTION}-${TEMPLATES}${PSEUDO_BACKBONES:+-$(echo "${PSEUDO_BACKBONES}" | tr ' /' '+-')}"
-TRAINER=UPL VARIANT=${VARIANT} SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 "${LOSS}" \
-  TRAINER.UPL.SELECTION "${SELECTION}" TRAINER.UPL.TEMPLATES "${TEMPLATES}" "${BB_OPT[@]}" "$@"
-SEEDS=1 TRAINER=ZeroshotCLIP SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 ce "$@"
+UPL_RELEASE=()
+if [ "${RELEASE:-0}" = 1 ]; then UPL_RELEASE=(TRAINER.PTNL.GCE_Q 0.5); VARIANT="${VARIANT}-release"; fi
+RELEASE=0 TRAINER=UPL VARIANT=${VARIANT} SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 "${LOSS}" \
+  TRAINER.UPL.SELECTION "${SELECTION}" TRAINER.UPL.TEMPLATES "${TEMPLATES}" "${BB_OPT[@]}" "${UPL_RELEASE[@]}" "$@"
+RELEASE=0 SEEDS=1 TRAINER=ZeroshotCLIP SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 ce "$@"
 echo
 BB_DIR=$(ptnl_backbone_dir)
 "$PYTHON" -m ptnl.report.ensemble "${OUT}/${DATASET}/UPL/${BB_DIR}/sym-swap-0.0/${LOSS}/${VARIANT}"
