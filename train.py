@@ -17,7 +17,7 @@ import torch
 from ptnl import compat
 from ptnl.config import extend_cfg, merge_file, merge_opts
 from ptnl.plugins import load_plugins
-from ptnl.runs.identity import finished_run
+from ptnl.runs.identity import finished_run, flat_config
 
 load_plugins()  # PTNL_PLUGINS: modules or .py files adding losses, noise types, trainers (before registration)
 import datasets  # noqa: F401,E402  (registers the datasets)
@@ -79,6 +79,14 @@ def _config_errors(where):
         raise ValueError("Bad config in {}: {}".format(where, e)) from e
 
 
+def default_settings():
+    """The flat default config (Dassl's and PTNL's keys): what a key missing from an older run's
+    record stood at."""
+    cfg = compat.get_cfg_default()
+    extend_cfg(cfg)
+    return flat_config(cfg)
+
+
 def main(args):
     cli.check_flag_order(args.opts)  # before yacs reads a flag as a key
     cfg = setup_cfg(args)
@@ -89,7 +97,7 @@ def main(args):
         for line in cli.config_warnings(args, cfg, REPO):
             print(line)
         return
-    code, message = finished_run(cfg)  # OUTPUT_DIR holds results.json: same settings 0, other settings 3
+    code, message = finished_run(cfg, defaults=default_settings())  # results.json there: same 0, other 3
     if code is not None:
         print(message, file=sys.stderr if code else sys.stdout)
         sys.exit(code)

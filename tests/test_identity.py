@@ -54,6 +54,13 @@ def test_flat_config_digest_and_diff():
     assert settings_digest(flat) != settings_digest(longer)
     assert config_diff(flat, longer) == [("OPTIM.MAX_EPOCH", 2, 5)]
     assert config_diff(flat, dict(flat, NEW=1)) == [("NEW", "(absent)", 1)]
+    # a key added after a run was recorded: equal when asked at its default, except where the key's
+    # introduction changed the default behaviour (older runs used Dassl's stream)
+    assert config_diff(flat, dict(flat, NEW=1), defaults={"NEW": 1}) == []
+    assert config_diff(flat, dict(flat, NEW=2), defaults={"NEW": 1}) == [("NEW", 1, 2)]
+    old = {k: v for k, v in flat.items() if k != "DATALOADER.RANDOMNESS"}
+    assert config_diff(old, flat, defaults={"DATALOADER.RANDOMNESS": "per_sample"}) == [
+        ("DATALOADER.RANDOMNESS", "coop", "per_sample")]
     assert "SEED" in NON_RESULT_KEYS and "SEED" not in result_settings(flat)
 
 

@@ -23,6 +23,16 @@ ABSENT = "(absent)"  # how a key one config lacks is shown
 WORKERS_MATTER = ("DATALOADER.RANDOMNESS", "coop")
 
 
+# A key that a finished run's record lacks was added after that run. Its run behaved as the key's
+# default does, except for these keys, whose introduction changed the default behaviour: the value
+# the older run in effect used.
+IMPLIED_WHEN_ABSENT = {
+    "DATALOADER.RANDOMNESS": "coop",  # Dassl's stream before per_sample existed
+    "TRAINER.LINEAR_PROBE.PROTOCOL": "fixed",  # the probe before CoOp's lpclip protocol
+    "TRAINER.PTNL.CTX_INIT_MODE": "tokens",  # CTX_INIT counted in BPE tokens before CoOp's word count
+}
+
+
 def ignored_keys(*flats: Dict) -> Tuple[str, ...]:
     """NON_RESULT_KEYS, less DATALOADER.NUM_WORKERS when one of ``flats`` ran with
     ``DATALOADER.RANDOMNESS coop`` (or predates the key, i.e. ran CoOp's stream)."""
@@ -65,15 +75,19 @@ def settings_digest(flat: Dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def config_diff(a: Dict, b: Dict, ignore=None) -> List[Tuple[str, object, object]]:
-    """(key, value in a, value in b) for every result-changing key where two flat configs differ
-    (``ABSENT`` for a key one of them lacks), sorted by key."""
+def config_diff(a: Dict, b: Dict, ignore=None, defaults: Optional[Dict] = None) -> List[Tuple[str, object, object]]:
+    """(key, value in a, value in b) for every result-changing key where two flat configs differ,
+    sorted by key. A key ``a`` (a stored record) lacks takes its ``IMPLIED_WHEN_ABSENT`` value, else
+    its value in ``defaults`` (the current flat defaults: the key was added later, at the behaviour
+    older runs had), else shows as ``ABSENT``."""
     ignore = ignored_keys(a, b) if ignore is None else ignore
+    defaults = defaults or {}
     out = []
     for k in sorted(set(a) | set(b)):
         if k in ignore:
             continue
-        va, vb = a.get(k, ABSENT), b.get(k, ABSENT)
+        va = a[k] if k in a else IMPLIED_WHEN_ABSENT.get(k, defaults.get(k, ABSENT))
+        vb = b.get(k, ABSENT)
         if va != vb:
             out.append((k, va, vb))
     return out
@@ -83,7 +97,7 @@ def show_value(v) -> str:
     return v if v == ABSENT else json.dumps(v)
 
 
-def finished_run(cfg, results_file: Optional[str] = None) -> Tuple[Optional[int], str]:
+def finished_run(cfg, results_file: Optional[str] = None, defaults: Optional[Dict] = None) -> Tuple[Optional[int], str]:
     """What ``train.py`` does when ``cfg.OUTPUT_DIR`` already holds a finished run:
     ``(None, "")`` when there is none (train), ``(0, "Done already: DIR")`` when it ran these
     settings, ``(3, message)`` naming each differing key (stored and requested value) when it did
@@ -101,7 +115,7 @@ def finished_run(cfg, results_file: Optional[str] = None) -> Tuple[Optional[int]
     keep = ("To keep both runs, write this one elsewhere: OUT=<folder> or VARIANT=<name> with scripts/ptnl/"
             "main.sh, or another --output-dir with train.py; to replace it, delete {}".format(out_dir))
     if isinstance(stored.get("config"), dict):
-        diff = config_diff(stored["config"], flat_config(cfg))
+        diff = config_diff(stored["config"], flat_config(cfg), defaults=defaults)
         if not diff:
             return 0, "Done already: {}".format(out_dir)
         lines = ["{} holds a finished run with other settings:".format(out_dir)]
