@@ -4,6 +4,7 @@ from . import dtd  # noqa: F401
 from . import eurosat  # noqa: F401
 from . import fgvc_aircraft  # noqa: F401
 from . import food101  # noqa: F401
+from . import food101n  # noqa: F401
 from . import imagenet  # noqa: F401
 from . import oxford_flowers  # noqa: F401
 from . import oxford_pets  # noqa: F401

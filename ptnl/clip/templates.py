@@ -9,6 +9,7 @@ CUSTOM_TEMPLATES = {
     "EuroSAT": "a centered satellite photo of {}.",
     "StanfordCars": "a photo of a {}.",
     "Food101": "a photo of {}, a type of food.",
+    "Food101N": "a photo of {}, a type of food.",  # Food-101's classes and template
     "SUN397": "a photo of a {}.",
     "Caltech101": "a photo of a {}.",
     "UCF101": "a photo of a person doing {}.",
