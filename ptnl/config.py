@@ -105,7 +105,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.CTX_INIT = ""  # initialise the context from these words
     cfg.TRAINER.PTNL.CTX_INIT_MODE = "coop"  # coop (word count, shared context) | tokens (every BPE token, CSC copies)
     cfg.TRAINER.PTNL.CLASS_TOKEN_POSITION = "end"  # end | middle | front
-    cfg.TRAINER.PTNL.PREC = "fp16"  # fp16 | fp32 | amp (fp32 on CPU whatever is asked)
+    cfg.TRAINER.PTNL.PREC = "fp16"  # fp16 | fp32 | amp (CUDA; fp32 elsewhere) | bf16 (autocast, CPU or CUDA)
     cfg.TRAINER.PTNL.LOSS = "ce"  # see ptnl.losses.available_losses()
     cfg.TRAINER.PTNL.GCE_Q = 0.7  # q of the generalised cross-entropy
     cfg.TRAINER.PTNL.SCE_ALPHA = 0.1  # sce: weight of CE

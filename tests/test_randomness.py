@@ -139,3 +139,26 @@ def test_results_record_randomness(world, tmp_path):
     train_to_end(world, tmp_path / "rec")
     rec = json.load(open(tmp_path / "rec" / "results.json"))
     assert rec["randomness"] == "per_sample" and rec["num_workers"] == 0
+
+
+def test_bf16_trains_under_cpu_autocast_with_fp32_weights(world, tmp_path):
+    """PREC bf16 on CPU: the forward pass runs in bfloat16 (autocast), the learned context and its
+    updates stay fp32, and the run ends close to fp32's."""
+    trainer = build(world, tmp_path / "bf16", ["TRAINER.PTNL.PREC", "bf16"])
+    assert trainer.precision == "bf16" and trainer.model.prompt_learner.ctx.dtype == torch.float32
+    seen = []
+    step = trainer.compute_loss
+
+    def compute_loss(batch):
+        loss, logits = step(batch)
+        seen.append((torch.is_autocast_enabled("cpu"), logits.dtype))
+        return loss, logits
+    trainer.compute_loss = compute_loss
+    trainer.train()
+    assert seen and all(on for on, _ in seen) and seen[0][1] == torch.bfloat16
+    fp32 = build(world, tmp_path / "fp32", ["TRAINER.PTNL.PREC", "fp32"])
+    fp32.train()
+    assert fp32.precision == "fp32"
+    # measured: bf16 18.06 %, fp32 15.28 % (2 of 72 test images) with this near-chance random CLIP;
+    # bf16 keeps 8 bits of mantissa, so the bound is loose (the pocket world's figure is in the README)
+    assert abs(trainer.last_test["accuracy"] - fp32.last_test["accuracy"]) <= 10.0

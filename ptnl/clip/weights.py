@@ -153,8 +153,8 @@ def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):
     Args:
         name_or_path: see ``resolve_weights``.
         device: where to put it.
-        prec: ``fp16`` keeps CLIP's half weights (CUDA only); fp32 and amp get fp32 weights. On
-            CPU it is always fp32.
+        prec: ``fp16`` keeps CLIP's half weights (CUDA only); fp32, amp and bf16 (autocast) get
+            fp32 weights. On CPU the weights are always fp32.
     """
     path = resolve_weights(name_or_path)
     model = build_model(read_state_dict(path))
@@ -165,5 +165,5 @@ def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):
 
 
 def effective_precision(prec: str, device) -> str:
-    """fp16 and amp need CUDA; elsewhere the run is fp32."""
-    return prec if torch.device(device).type == "cuda" else "fp32"
+    """fp16 and amp need CUDA (elsewhere the run is fp32); bf16 (autocast) runs on CPU and CUDA."""
+    return prec if prec == "bf16" or torch.device(device).type == "cuda" else "fp32"

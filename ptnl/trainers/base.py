@@ -29,7 +29,7 @@ from ptnl.trainers.evaluation import FeatureEvaluation
 
 log = get_logger(__name__)
 
-PRECISIONS = ("fp16", "fp32", "amp")
+PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 
 
 class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
@@ -130,8 +130,13 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
     def autocast(self):
-        """The precision context of the forward pass (autocast under amp)."""
-        return torch.autocast("cuda") if self.precision == "amp" else contextlib.nullcontext()
+        """The precision context of the forward pass: autocast under amp (fp16, CUDA) and bf16
+        (bfloat16 on the run's device; the weights and their updates stay fp32)."""
+        if self.precision == "amp":
+            return torch.autocast("cuda")
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def compute_loss(self, batch: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
         """(loss to minimise, logits [B, C]) of a batch whose ``img`` and ``label`` are on the
@@ -159,7 +164,8 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
                 self.scaler.step(self._optims[name])
             self.scaler.update()
         else:
-            loss, output = self.compute_loss(batch)
+            with self.autocast():  # bf16; a no-op for fp32 and fp16
+                loss, output = self.compute_loss(batch)
             if self.cfg.TRAINER.PTNL.ANALYSIS:
                 self._track_gradients(output, label, batch["impath"])
             self.model_backward_and_update(loss)
