@@ -51,24 +51,25 @@ def squeue_tasks() -> Dict[Tuple[str, int], str]:
     """{(array job id, task index): state} of this user's array tasks, from ``squeue -r``."""
     if shutil.which("squeue") is None:
         return {}
-    proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%A|%a|%T"],
+    # %i is "<array job>_<task>" for every array task with -r (%A is a started task's own job id)
+    proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"],
                           capture_output=True, text=True, timeout=120)
     if proc.returncode:
         raise RuntimeError("squeue failed: {}".format(proc.stderr.strip()))
     tasks = {}
     for ln in proc.stdout.splitlines():
-        parts = ln.strip().split("|")
-        if len(parts) == 3 and parts[1].isdigit():
-            tasks[(parts[0], int(parts[1]))] = parts[2]
+        jt, _, state = ln.strip().partition("|")
+        job, _, task = jt.partition("_")
+        if task.isdigit():
+            tasks[(job, int(task))] = state
     return tasks
 
 
 def queued_runs(out: str) -> Dict[str, Tuple[str, str]]:
     """{run folder: (state, "job_task")} of the runs submitted from ``out`` that SLURM still holds."""
-    tasks, held = squeue_tasks(), {}
-    if not tasks:
-        return held
-    for rec in job_records(out):
+    records, held = job_records(out), {}
+    tasks = squeue_tasks() if records else {}
+    for rec in records:
         for k, d in enumerate(rec["dirs"]):
             state = tasks.get((str(rec["job"]), k))
             if state is not None:
@@ -111,7 +112,7 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
             return 0
         return run_reports(plan)
     chunks = [(off, todo[off:off + size]) for off in range(0, len(todo), size)]
-    sub_path = osp.join(sweep_dir(out), "{}.sub-{}.json".format(plan["name"], time.strftime("%Y%m%d-%H%M%S")))
+    sub_path = osp.join(sweep_dir(out), "submissions", "{}-{}.json".format(plan["name"], time.strftime("%Y%m%d-%H%M%S")))
     script = osp.join(sweep_dir(out), plan["name"] + ".sbatch")
     job_name = "ptnl-" + plan["name"]
     array_cmds = []
@@ -125,6 +126,7 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
             print("would submit: " + " ".join(shlex.quote(x) for x in c))
         return 0
     os.makedirs(logs, exist_ok=True)
+    os.makedirs(osp.dirname(sub_path), exist_ok=True)
     write_json_atomic(sub_path, {"plan": plan["name"], "cwd": plan["cwd"], "runs": todo})
     with open(script, "w") as f:
         f.write("#!/bin/bash\n# A PTNL sweep task: run number $2 + SLURM_ARRAY_TASK_ID of the submission file $1\n"

@@ -15,7 +15,7 @@ RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING")
 
 def why_failed(run_dir: str, slurm_log: str = None) -> str:
     """The run log's last "Error:" line, else its SLURM task log's, else why the run is incomplete."""
-    if log_files(run_dir):
+    if osp.isdir(run_dir) and log_files(run_dir):
         info = parse_log(run_dir)
         if info.get("stopped") and info["stopped"][0] == "error":
             return "Error: " + info["stopped"][1]
