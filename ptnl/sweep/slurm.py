@@ -112,7 +112,8 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
             return 0
         return run_reports(plan)
     chunks = [(off, todo[off:off + size]) for off in range(0, len(todo), size)]
-    sub_path = osp.join(sweep_dir(out), "submissions", "{}-{}.json".format(plan["name"], time.strftime("%Y%m%d-%H%M%S")))
+    sub_path = osp.join(sweep_dir(out), "submissions",
+                        "{}-{}.json".format(plan["name"], time.strftime("%Y%m%d-%H%M%S")))
     script = osp.join(sweep_dir(out), plan["name"] + ".sbatch")
     job_name = "ptnl-" + plan["name"]
     array_cmds = []
