@@ -24,8 +24,8 @@ def print_plan(plan, path, engine):
     except RuntimeError:
         held = {}
     todo = [r for r in plan["runs"] if not finished(r) and r["dir"] not in held]
-    print("[{}] plan {} ({}): {} runs: {} done, {} queued or running, {} to run with ENGINE={}".format(
-        tag, plan["name"], path, len(plan["runs"]), sum(finished(r) for r in plan["runs"]),
+    print("[{}] plan {}{}: {} runs: {} done, {} queued or running, {} to run with ENGINE={}".format(
+        tag, plan["name"], " ({})".format(path) if path else "", len(plan["runs"]), sum(finished(r) for r in plan["runs"]),
         len(held.keys() & {r["dir"] for r in plan["runs"]}), len(todo), engine))
     print("[{}] {}".format(tag, slurm.estimate_line(plan, todo)))
     for r in plan["runs"]:
@@ -44,8 +44,8 @@ def cmd_run(a, only_plan=False):
         return 2
     plan = make_plan(a.build_file, out=a.out, name=a.name, tag=a.tag, title=a.title, desc=a.desc,
                      nctx_label=a.nctx_label)
-    path = save_plan(plan)
     dry = only_plan or os.environ.get("DRY_RUN", "0") == "1"
+    path = None if dry else save_plan(plan)  # a dry run writes nothing
     if dry:
         if plan.get("tag"):
             engines.header(plan)
