@@ -86,3 +86,25 @@ def coop_pickle(data, monkeypatch):
     payload = pickle.dumps({k: [convert(d) for d in v] for k, v in data.items()})
     monkeypatch.undo()
     return payload
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A single-node SLURM with two fake GPUs and MaxArraySize 3 (so four runs are two array
+    chunks); SLURM_CONF is set for the session's clients. Skipped where SLURM is not installed
+    (.ci/run installs Debian's slurm-wlm)."""
+    from slurm_cluster import Cluster, missing_tools
+    missing = missing_tools()
+    if missing:
+        pytest.skip("SLURM is not installed (no {}); apt-get install slurm-wlm".format(", ".join(missing)))
+    if os.geteuid() != 0:
+        pytest.skip("the test SLURM runs its daemons as root (SlurmUser=root)")
+    cluster = Cluster(tmp_path_factory.mktemp("slurm"), max_array_size=3).start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.conf
+    yield cluster
+    cluster.stop()
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

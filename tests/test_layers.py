@@ -24,6 +24,7 @@ ALLOWED = {
     "data": {"noise", "clip", "compat", "config", "io", "registry", "engine"},
     "runs": {"io"},
     "report": {"runs", "io"},
+    "sweep": {"runs", "io"},
     "pocket": {"data", "clip", "io", "registry", "compat", "engine"},
     "plugins": {"pocket"},
     "trainers": {"plugins", "data", "noise", "clip", "losses", "runs", "pseudo", "compat", "config", "io",

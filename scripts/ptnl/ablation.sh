@@ -21,7 +21,7 @@ RATES=${RATES:-"0.0 0.125 0.25 0.5 0.75"}
 LOSSES=${LOSSES:-"ce gce"}
 SEEDS=${SEEDS:-"1 2 3"} SHOTS=${SHOTS:-16}
 
-ptnl_plan_init ablation
+ptnl_plan_init ablation "$@"
 for CONFIG in ${CONFIGS}; do
   for LOSS in ${LOSSES}; do
     for RATE in ${RATES}; do
@@ -32,8 +32,5 @@ for CONFIG in ${CONFIGS}; do
   done
 done
 ptnl_plan_summary "configs ${CONFIGS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
-ptnl_plan_run "$@" || exit 1
-if [ "${DRY_RUN:-0}" = 1 ]; then exit 0; fi
-echo
-ptnl_report_dirs
-"${PYTHON:-python}" -m ptnl.report --pivot "${REPORT_DIRS[@]}"
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}"
+ptnl_plan_run

@@ -19,7 +19,7 @@ RATES=${RATES:-"0.0 0.5"}
 LOSSES=${LOSSES:-"ce"}
 SEEDS=${SEEDS:-"1 2 3"} SHOTS=${SHOTS:-16}
 
-ptnl_plan_init ctx_length
+ptnl_plan_init ctx_length "$@"
 PLAN_NCTX=1
 for NCTX in ${NCTXS}; do
   for LOSS in ${LOSSES}; do
@@ -31,8 +31,5 @@ for NCTX in ${NCTXS}; do
   done
 done
 ptnl_plan_summary "n_ctx ${NCTXS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
-ptnl_plan_run "$@" || exit 1
-if [ "${DRY_RUN:-0}" = 1 ]; then exit 0; fi
-echo
-ptnl_report_dirs
-"${PYTHON:-python}" -m ptnl.report --pivot "${REPORT_DIRS[@]}"
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}"
+ptnl_plan_run

@@ -14,11 +14,12 @@
 # RATES ("0.0 0.25 0.5 0.75"), PYTHON, PTNL_CACHE_DIR (where the pocket world is cached).
 # Finished runs are skipped, so a second call only prints the table.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python}
 CACHE=${PTNL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ptnl}
 export OUT=${OUT:-$CACHE/pocket-demo}
-mkdir -p "$OUT/logs"
+mkdir -p "$OUT"
 
 "$PYTHON" -m ptnl.pocket    # generates the dataset on first use; prints the weights, --root and zero-shot accuracy
 { read -r DATA; read -r RES; } < <("$PYTHON" -m ptnl.pocket --field root resolution)
@@ -27,19 +28,18 @@ echo
 export DATA CLIP_WEIGHTS=pocket SEEDS=${SEEDS:-"1 2"} SHOTS=${SHOTS:-16}
 RATES=${RATES:-"0.0 0.25 0.5 0.75"}
 OPTS=(INPUT.SIZE "(${RES}, ${RES})" OPTIM.MAX_EPOCH "${EPOCHS:-50}" DATALOADER.NUM_WORKERS 0)
-START=$(date +%s)
+# One plan (scripts/ptnl/lib.sh; ENGINE=gpus or slurm work here too).
+DATASET=dtd BACKBONE=rn50
+ptnl_plan_init demo
 for SPEC in ZeroshotCLIP:ce LinearProbe:ce ClassifierR:ce PTNL:ce PTNL:gce; do
-  TRAINER=${SPEC%%:*}; LOSS=${SPEC##*:}
   for RATE in ${RATES}; do
-    LOG=$OUT/logs/$TRAINER-$LOSS-$RATE.log
-    TRAINER=$TRAINER SUMMARY=0 bash scripts/ptnl/main.sh dtd rn50 "$RATE" "$LOSS" "${OPTS[@]}" > "$LOG" 2>&1 \
-      || { echo "main.sh failed; see $LOG" >&2; tail -20 "$LOG" >&2; exit 1; }
-    echo "finished: $TRAINER $LOSS at noise $RATE ($(( $(date +%s) - START ))s)"
+    TRAINER=${SPEC%%:*} ptnl_plan_main "${DATASET}" "${BACKBONE}" "${RATE}" "${SPEC##*:}" "${OPTS[@]}"
   done
 done
-echo
+ptnl_plan_summary "zero-shot, linear probe, ClassifierR (ce), PTNL (ce, gce); rates ${RATES}; seeds ${SEEDS}"
 if "$PYTHON" -c "import matplotlib" 2>/dev/null; then
-  "$PYTHON" -m ptnl.report --pivot --plot "$OUT/demo.png" "$OUT/dtd"
+  ptnl_plan_report "$PYTHON" -m ptnl.report --pivot --plot "$OUT/demo.png" "$OUT/dtd"
 else
-  "$PYTHON" -m ptnl.report --pivot "$OUT/dtd"
+  ptnl_plan_report "$PYTHON" -m ptnl.report --pivot "$OUT/dtd"
 fi
+ptnl_plan_run

@@ -87,75 +87,67 @@ ptnl_run_dir() {
   echo "${top}/${noise}-${rate}/$2/${VARIANT:+${VARIANT}/}${setting}/seed$5"
 }
 
-# Run count and ETA of a grid: ptnl_plan_init TAG; ptnl_plan_add TRAINER LOSS RATE SHOT SEED NCTX
-# per run, in order; ptnl_plan_summary "what the grid is"; ptnl_plan_run [KEY VALUE ...] runs
-# main.sh once per run (finished ones too: train.py checks their settings and skips them) with a
-# "[TAG] run i/N [###...] d/N done, elapsed, ETA" line before each unfinished one (the ETA: the
-# mean time of this session's runs per trainer, times the runs left).
-hms() { printf "%d:%02d:%02d" $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }
+# A grid is one plan (python -m ptnl.sweep; README "Running on a cluster"), built here and run by
+# ENGINE (local: one run after another, the default; gpus: GPUS="0 1"; slurm: SBATCH_ARGS, MAX_PARALLEL):
+#   ptnl_plan_init TAG [KEY VALUE ...]             the grid's tag and its trailing train.py options
+#   ptnl_plan_add TRAINER LOSS RATE SHOT SEED NCTX one run (main.sh's settings from the environment)
+#   ptnl_plan_main DATASET BACKBONE RATE LOSS [KEY VALUE ...]  main.sh's runs (SEEDS x SHOTS) as they are
+#   ptnl_plan_summary "what the grid is"; ptnl_plan_report ARGV...  a closing command ({dirs}: the
+#   grid's run folders that exist, or $OUT/$DATASET with ALL_RUNS=1); ptnl_plan_run  hands it over.
+# main.sh writes each run's train.py command line and folder (PTNL_PLAN_APPEND); the engine prints
+# "[TAG] N runs (D done already)", a "[TAG] run i/N [###...] d/N done, elapsed, ETA" line before each
+# unfinished run, main.sh's Running/Resuming/Retrying/Done already lines, then the table.
+# DRY_RUN=1 prints the plan and a GPU-hours estimate from the finished runs' wall_time_s.
+
+# python -m ptnl.sweep with a plain Python (it needs no torch; PYTHON may be a fake or another env).
+ptnl_sweep() {
+  "${PTNL_SWEEP_PYTHON:-python3}" -m ptnl.sweep "$@"
+}
+
+# A JSON string; the arguments as a JSON array of strings.
+ptnl_json_str() {
+  local s=$1
+  s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/\\t}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}
+  printf '"%s"' "$s"
+}
+
+ptnl_json_array() {
+  local a out="" sep=""
+  for a in "$@"; do out+="${sep}$(ptnl_json_str "$a")"; sep=,; done
+  printf '[%s]' "$out"
+}
 
 ptnl_plan_init() {
-  PLAN_TAG=$1; PLAN=(); PLAN_DIRS=(); FINISHED=(); TOTAL=0; DONE=0; PLAN_START=${SECONDS}
-  declare -gA SPENT=() COUNT=()
+  PLAN_TAG=$1; shift; PLAN_ARGS=("$@"); PLAN_DESC=""; PLAN_NCTX=${PLAN_NCTX:-0}
+  PLAN_BUILD=$(mktemp "${TMPDIR:-/tmp}/ptnl-plan.XXXXXX")
+}
+
+ptnl_plan_main() {  # DATASET BACKBONE RATE LOSS [KEY VALUE ...], settings from the environment
+  PTNL_PLAN_APPEND=${PLAN_BUILD} SUMMARY=0 bash scripts/ptnl/main.sh "$@"
 }
 
 ptnl_plan_add() {  # TRAINER LOSS RATE SHOT SEED NCTX
-  local dir
-  dir=$(NCTX=$6 ptnl_run_dir "$1" "$2" "$3" "$4" "$5")
-  PLAN+=("$*"); PLAN_DIRS+=("$dir"); TOTAL=$((TOTAL + 1))
-  if [ -f "$dir/results.json" ]; then DONE=$((DONE + 1)); FINISHED+=(1); else FINISHED+=(0); fi
+  TRAINER=$1 NCTX=$6 SHOTS=$4 SEEDS=$5 ptnl_plan_main "${DATASET}" "${BACKBONE}" "$3" "$2" "${PLAN_ARGS[@]}"
 }
 
 ptnl_plan_summary() {
-  echo "[${PLAN_TAG}] ${DATASET} ${BACKBONE}: ${TOTAL} runs (${DONE} done already): $1"
+  PLAN_DESC=$1
 }
 
-ptnl_progress() {  # I LABEL
-  local width=24 filled eta=0 known=0 t j avg total_spent=0 total_count=0 bar
-  filled=$((DONE * width / (TOTAL > 0 ? TOTAL : 1)))
-  for t in "${!SPENT[@]}"; do total_spent=$((total_spent + SPENT[$t])); total_count=$((total_count + COUNT[$t])); done
-  for ((j = $1 - 1; j < TOTAL; j++)); do
-    if [ "${FINISHED[$j]}" = 1 ]; then continue; fi
-    t=${PLAN[$j]%% *}
-    if [ "${COUNT[$t]:-0}" -gt 0 ]; then avg=$((SPENT[$t] / COUNT[$t]))
-    elif [ "$total_count" -gt 0 ]; then avg=$((total_spent / total_count))
-    else avg=-1; fi
-    if [ "$avg" -ge 0 ]; then eta=$((eta + avg)); known=$((known + 1)); fi
+ptnl_plan_report() {  # ARGV... ({dirs}: the grid's run folders, or $OUT/$DATASET with ALL_RUNS=1)
+  local a args=()
+  for a in "$@"; do
+    if [ "$a" = "{dirs}" ] && [ "${ALL_RUNS:-0}" = 1 ]; then a="${OUT}/${DATASET}"; fi
+    args+=("$a")
   done
-  bar=$(printf "%${filled}s" "" | tr ' ' '#')$(printf "%$((width - filled))s" "" | tr ' ' '.')
-  if [ "$known" -gt 0 ]; then eta="ETA $(hms "$eta")"; else eta="ETA after the first run"; fi
-  echo "[${PLAN_TAG}] run $1/${TOTAL} [${bar}] ${DONE}/${TOTAL} done, elapsed $(hms $((SECONDS - PLAN_START))), ${eta}: $2"
+  printf '{"report": %s}\n' "$(ptnl_json_array "${args[@]}")" >> "${PLAN_BUILD}"
 }
 
-ptnl_plan_run() {  # [KEY VALUE ...] for main.sh
-  local i=0 p trainer loss rate shot seed nctx t0 label
-  for p in "${PLAN[@]}"; do
-    i=$((i + 1))
-    read -r trainer loss rate shot seed nctx <<< "$p"
-    if [ "${FINISHED[$((i - 1))]}" != 1 ]; then
-      label="${trainer} ${loss} rate ${rate} shots ${shot} seed ${seed}"
-      if [ "${PLAN_NCTX:-0}" = 1 ]; then label="${trainer} n_ctx ${nctx} ${loss} rate ${rate} shots ${shot} seed ${seed}"; fi
-      ptnl_progress "$i" "$label"
-    fi
-    t0=${SECONDS}
-    if ! TRAINER=${trainer} NCTX=${nctx} SEEDS=${seed} SHOTS=${shot} SUMMARY=0 \
-         bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" "${rate}" "${loss}" "$@"; then
-      echo "[${PLAN_TAG}] run ${i}/${TOTAL} failed: ${PLAN_DIRS[$((i - 1))]} (${DONE}/${TOTAL} done; the same command resumes)" >&2
-      return 1
-    fi
-    if [ "${FINISHED[$((i - 1))]}" != 1 ]; then
-      SPENT[$trainer]=$(( ${SPENT[$trainer]:-0} + SECONDS - t0 )); COUNT[$trainer]=$(( ${COUNT[$trainer]:-0} + 1 ))
-      if [ "${DRY_RUN:-0}" != 1 ]; then DONE=$((DONE + 1)); FINISHED[$((i - 1))]=1; fi
-    fi
-  done
-  echo "[${PLAN_TAG}] ${DONE}/${TOTAL} runs done, this session $(hms $((SECONDS - PLAN_START)))"
-}
-
-# The folders to summarise: the grid's own run folders, or everything under OUT/DATASET with
-# ALL_RUNS=1 (other grids sharing OUT included).
-ptnl_report_dirs() {
-  REPORT_DIRS=()
-  if [ "${ALL_RUNS:-0}" = 1 ]; then REPORT_DIRS=("${OUT}/${DATASET}"); return; fi
-  local d
-  for d in "${PLAN_DIRS[@]}"; do if [ -d "$d" ]; then REPORT_DIRS+=("$d"); fi; done
+ptnl_plan_run() {
+  local rc=0 nctx=()
+  if [ "${PLAN_NCTX:-0}" = 1 ]; then nctx=(--nctx-label); fi
+  ptnl_sweep run "${PLAN_BUILD}" --out "${OUT:-output}" --name "${PLAN_TAG}-${DATASET}-${BACKBONE}" \
+    --tag "${PLAN_TAG}" --title "${DATASET} ${BACKBONE}" --desc "${PLAN_DESC}" "${nctx[@]}" || rc=$?
+  rm -f "${PLAN_BUILD}"
+  return "$rc"
 }

@@ -8,7 +8,8 @@
 # Environment: DATA (dataset root, default ./data), SEEDS ("1 2 3"), SHOTS ("16"), NCTX (16),
 # CSC (False), CTP (end), NOISE_TYPE (sym), NOISE_MODE (swap), OUT (output), TRAINER (PTNL),
 # CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
-# SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print each run's resolved config, run nothing),
+# SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print the plan, a GPU-hours
+# estimate and each run's resolved config; run nothing),
 # VARIANT (an extra folder level after the loss, for settings passed as trailing KEY VALUE pairs),
 # RELEASE (1: the released code's protocol: NOISE_MODE release, GCE q 0.5, SEEDS "1 2 3 4", test
 # logits saved for the seed ensemble; README "Label noise").
@@ -17,7 +18,8 @@
 # present) is skipped when it ran the same settings ("Done already, skipping"); when its settings
 # differ, main.sh stops and names the keys (keep both with another OUT or VARIANT). An interrupted
 # run resumes from its last checkpoint ("Resuming: DIR (from epoch E)"), a failed one without any
-# checkpoint starts again ("Retrying: DIR").
+# checkpoint starts again ("Retrying: DIR"). ENGINE (local | gpus | slurm) runs the seeds as a grid
+# script's runs are (README "Running on a cluster").
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 if [ $# -lt 4 ]; then ptnl_usage "$0"; exit 2; fi
@@ -50,37 +52,32 @@ fi
 EXTRA=()
 if [ -n "${CLIP_WEIGHTS:-}" ]; then EXTRA+=(MODEL.BACKBONE.NAME "$CLIP_WEIGHTS"); fi
 
+# Each run is one line of a plan (its train.py command line and folder) that python -m ptnl.sweep
+# runs with ENGINE (lib.sh; PTNL_PLAN_APPEND: only add the lines to that file, for a grid script).
+BUILD=${PTNL_PLAN_APPEND:-}
+if [ -z "$BUILD" ]; then BUILD=$(mktemp "${TMPDIR:-/tmp}/ptnl-plan.XXXXXX"); fi
 RUN_DIRS=()
 for SHOT in ${SHOTS}; do
   for SEED in ${SEEDS}; do
     DIR=$(ptnl_run_dir "${TRAINER}" "${LOSS}" "${RATE}" "${SHOT}" "${SEED}")
     RUN_DIRS+=("$DIR")
-    DRY=()
-    if [ "${DRY_RUN:-0}" = 1 ]; then DRY=(--dry-run); echo "Config of ${DIR}:"
-    elif [ -f "${DIR}/results.json" ]; then :  # train.py compares the settings: skips, or stops naming the keys
-    elif [ -d "${DIR}" ]; then
-      CKPT=$(ls -1 "${DIR}"/*/model.pth.tar-* 2>/dev/null | sed 's/.*model\.pth\.tar-//' | sort -n | tail -1 || true)
-      if [ -n "${CKPT}" ]; then echo "Resuming: ${DIR} (from epoch ${CKPT})"; else echo "Retrying: ${DIR}"; fi
-    else echo "Running: ${DIR}"
-    fi
-    CMD=("$PYTHON" train.py "${DRY[@]}"
+    CMD=("$PYTHON" train.py
       --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
       --dataset-config-file "${DCFG}" --config-file "${TCFG}" --output-dir "${DIR}" \
       DATASET.NUM_SHOTS "${SHOT}" \
       DATASET.NOISE.RATE "${RATE}" DATASET.NOISE.TYPE "${NOISE_TYPE}" DATASET.NOISE.MODE "${NOISE_MODE}" \
       TRAINER.PTNL.LOSS "${LOSS}" TRAINER.PTNL.N_CTX "${NCTX}" TRAINER.PTNL.CSC "${CSC}" \
       TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "${RELEASE_OPTS[@]}" "$@")
-    if [ "${DRY_RUN:-0}" != 1 ] && [ -f "${DIR}/results.json" ]; then
-      RC=0; MSG=$("${CMD[@]}" 2>&1) || RC=$?
-      if [ "$RC" = 0 ] && [[ "$MSG" == "Done already"* ]]; then echo "Done already, skipping: ${DIR}"; continue; fi
-      echo "$MSG" >&2
-      if [ "$RC" != 0 ]; then echo "main.sh: stopped at ${DIR} (train.py exit ${RC})" >&2; exit "$RC"; fi
-      continue
-    fi
-    "${CMD[@]}"
+    printf '{"run": {"dir": %s, "argv": %s, "trainer": "%s", "loss": "%s", "rate": "%s", "shots": "%s", "seed": "%s", "nctx": "%s"}}\n' \
+      "$(ptnl_json_str "$DIR")" "$(ptnl_json_array "${CMD[@]}")" "${TRAINER}" "${LOSS}" "${RATE}" "${SHOT}" "${SEED}" \
+      "${NCTX}" >> "$BUILD"
   done
 done
-if [ "${SUMMARY:-1}" != 0 ] && [ "${DRY_RUN:-0}" != 1 ]; then
-  echo
-  "$PYTHON" -m ptnl.report "${RUN_DIRS[@]}"
+if [ -n "${PTNL_PLAN_APPEND:-}" ]; then exit 0; fi
+if [ "${SUMMARY:-1}" != 0 ]; then
+  printf '{"report": %s}\n' "$(ptnl_json_array "$PYTHON" -m ptnl.report "${RUN_DIRS[@]}")" >> "$BUILD"
 fi
+RC=0
+ptnl_sweep run "$BUILD" --out "${OUT}" --name "main-${TRAINER}-${DATASET}-${BACKBONE}" || RC=$?
+rm -f "$BUILD"
+exit "$RC"

@@ -25,7 +25,7 @@ LOSSES=${LOSSES:-"ce gce"}
 LOSS_TRAINERS=${LOSS_TRAINERS:-PTNL}
 SEEDS=${SEEDS:-"1 2 3"} SHOTS=${SHOTS:-16}
 
-ptnl_plan_init sweep
+ptnl_plan_init sweep "$@"
 for TRAINER in ${TRAINERS}; do
   TRAINER_LOSSES=ce
   if [[ " ${LOSS_TRAINERS} " == *" ${TRAINER} "* ]]; then TRAINER_LOSSES=${LOSSES}; fi
@@ -39,9 +39,5 @@ for TRAINER in ${TRAINERS}; do
 done
 ptnl_plan_summary "trainers ${TRAINERS}; losses ${LOSSES} (${LOSS_TRAINERS}; ce for the others); rates ${RATES};\
  shots ${SHOTS}; seeds ${SEEDS}"
-ptnl_plan_run "$@" || exit 1
-if [ "${DRY_RUN:-0}" = 1 ]; then exit 0; fi
-echo
-ptnl_report_dirs
-if [ ${#REPORT_DIRS[@]} -eq 0 ]; then echo "[sweep] no runs to summarise" >&2; exit 1; fi
-"${PYTHON:-python}" -m ptnl.report --pivot --plot "${OUT}/${DATASET}_sweep.png" "${REPORT_DIRS[@]}"
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot --plot "${OUT}/${DATASET}_sweep.png" "{dirs}"
+ptnl_plan_run

@@ -29,12 +29,15 @@ fi
 VARIANT="${SELECTION}-${TEMPLATES}${PSEUDO_BACKBONES:+-$(echo "${PSEUDO_BACKBONES}" | tr ' /' '+-')}"
 UPL_RELEASE=()
 if [ "${RELEASE:-0}" = 1 ]; then UPL_RELEASE=(TRAINER.PTNL.GCE_Q 0.5); VARIANT="${VARIANT}-release"; fi
-RELEASE=0 TRAINER=UPL VARIANT=${VARIANT} SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 "${LOSS}" \
+# One plan (lib.sh; ENGINE as in main.sh): the UPL seeds and zero-shot CLIP, then the tables.
+ptnl_plan_init upl
+RELEASE=0 TRAINER=UPL VARIANT=${VARIANT} ptnl_plan_main "${DATASET}" "${BACKBONE}" 0.0 "${LOSS}" \
   TRAINER.UPL.SELECTION "${SELECTION}" TRAINER.UPL.TEMPLATES "${TEMPLATES}" "${BB_OPT[@]}" "${UPL_RELEASE[@]}" "$@"
-RELEASE=0 SEEDS=1 TRAINER=ZeroshotCLIP SUMMARY=0 bash scripts/ptnl/main.sh "${DATASET}" "${BACKBONE}" 0.0 ce "$@"
-echo
+RELEASE=0 SEEDS=1 TRAINER=ZeroshotCLIP ptnl_plan_main "${DATASET}" "${BACKBONE}" 0.0 ce "$@"
+ptnl_plan_summary "UPL ${SELECTION} ${LOSS} (${VARIANT}), seeds ${SEEDS}; zero-shot CLIP"
 BB_DIR=$(ptnl_backbone_dir)
-"$PYTHON" -m ptnl.report.ensemble "${OUT}/${DATASET}/UPL/${BB_DIR}/sym-swap-0.0/${LOSS}/${VARIANT}"
-echo
-echo "Zero-shot CLIP (reference):"
-"$PYTHON" -m ptnl.report "${OUT}/${DATASET}/ZeroshotCLIP/${BB_DIR}/sym-swap-0.0/ce"
+ptnl_plan_report "$PYTHON" -m ptnl.report.ensemble "${OUT}/${DATASET}/UPL/${BB_DIR}/sym-swap-0.0/${LOSS}/${VARIANT}"
+ptnl_plan_report echo
+ptnl_plan_report echo "Zero-shot CLIP (reference):"
+ptnl_plan_report "$PYTHON" -m ptnl.report "${OUT}/${DATASET}/ZeroshotCLIP/${BB_DIR}/sym-swap-0.0/ce"
+ptnl_plan_run

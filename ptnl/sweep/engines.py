@@ -1,0 +1,159 @@
+"""Engines that execute a plan on this machine: ``local`` (one run after another, main.sh's lines and
+the grids' count and ETA), ``gpus`` (one run per GPU of ``GPUS`` at a time, ``CUDA_VISIBLE_DEVICES``
+set per run, a failed run reported and the others going on) and ``task`` (one run of a plan: what a
+SLURM array element executes)."""
+import os
+import os.path as osp
+import queue
+import sys
+import threading
+import time
+from typing import Dict, List, Optional
+
+from ptnl.sweep.plan import (Progress, check_finished, finished, hms, label, run_reports, start_line,
+                             sweep_dir)
+
+
+def _say(*lines, err=False):
+    for ln in lines:
+        print(ln, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def check_finished_runs(plan: Dict) -> Optional[int]:
+    """train.py's settings check on each finished run of the plan, in order: "Done already,
+    skipping: DIR" for the same settings; for others its message and main.sh's "stopped at" line,
+    and the exit code to stop with (None when every finished run matches)."""
+    for r in plan["runs"]:
+        if not finished(r):
+            continue
+        rc, msg = check_finished(r)
+        if rc == 0 and msg.startswith("Done already"):
+            _say("Done already, skipping: {}".format(r["dir"]))
+            continue
+        if msg:
+            _say(msg, err=True)
+        if rc:
+            _say("main.sh: stopped at {} (train.py exit {})".format(r["dir"], rc), err=True)
+            return rc
+    return None
+
+
+def header(plan: Dict):
+    if plan.get("tag"):
+        p = Progress(plan)
+        _say("[{}] {}: {} runs ({} done already): {}".format(plan["tag"], plan["title"], p.total, p.done,
+                                                               plan["desc"]))
+
+
+def run_local(plan: Dict) -> int:
+    """Today's behaviour: each run in order (finished ones: train.py checks their settings); the
+    first failure stops the plan (the same command resumes it); then the plan's table."""
+    header(plan)
+    prog, tag = Progress(plan), plan.get("tag")
+    for i, r in enumerate(plan["runs"]):
+        if prog.finished[i]:
+            rc = check_finished_runs({"runs": [r]})
+            if rc:
+                return rc
+            continue
+        if tag:
+            _say(prog.line(i, label(plan, r)))
+        _say(start_line(r))
+        t0 = time.time()
+        import subprocess
+        rc = subprocess.call(r["argv"])
+        prog.record(i, time.time() - t0, rc == 0)
+        if rc:
+            if not tag:
+                return rc
+            _say("[{}] run {}/{} failed: {} ({}/{} done; the same command resumes)".format(
+                tag, i + 1, prog.total, r["dir"], prog.done, prog.total), err=True)
+            return 1
+    if tag:
+        _say("[{}] {}/{} runs done, this session {}".format(tag, prog.done, prog.total, hms(time.time() - prog.start)))
+    return run_reports(plan)
+
+
+def error_line(path: str) -> Optional[str]:
+    """The last "Error: ..." line of a log file (None without one)."""
+    try:
+        with open(path, errors="replace") as f:
+            errs = [ln.strip() for ln in f if ln.strip().startswith("Error:")]
+    except OSError:
+        return None
+    return errs[-1] if errs else None
+
+
+def run_gpus(plan: Dict, gpus: List[str]) -> int:
+    """The plan's unfinished runs on ``gpus``, one per GPU at a time, each with its own
+    ``CUDA_VISIBLE_DEVICES`` and its output in ``<OUT>/.sweep/logs/<plan>-<i>.out``; a failure is
+    reported with its log's "Error:" line and the rest go on; exit 1 when any failed."""
+    import subprocess
+    if not gpus:
+        _say("ENGINE=gpus needs GPUS, the GPU indices to use (e.g. GPUS=\"0 1 2 3\")", err=True)
+        return 2
+    header(plan)
+    rc = check_finished_runs(plan)
+    if rc:
+        return rc
+    prog, tag = Progress(plan, workers=len(gpus)), plan.get("tag") or "gpus"
+    prog.plan = dict(plan, tag=tag)
+    todo = queue.Queue()
+    for i, r in enumerate(plan["runs"]):
+        if not prog.finished[i]:
+            todo.put(i)
+    logs = osp.join(sweep_dir(plan["out"]), "logs")
+    os.makedirs(logs, exist_ok=True)
+    lock, failed = threading.Lock(), []
+
+    def worker(gpu):
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            r = plan["runs"][i]
+            log = osp.join(logs, "{}-{}.out".format(plan["name"], i))
+            with lock:
+                _say(prog.line(i, "{} on GPU {}".format(label(plan, r), gpu)), start_line(r))
+            t0 = time.time()
+            with open(log, "w") as f:
+                f.write(start_line(r) + "\n")
+                f.flush()
+                code = subprocess.call(r["argv"], stdout=f, stderr=subprocess.STDOUT,
+                                       env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu)))
+            with lock:
+                prog.record(i, time.time() - t0, code == 0)
+                if code:
+                    why = error_line(log) or "exit {}".format(code)
+                    failed.append((i, r["dir"], why, log))
+                    _say("[{}] run {}/{} failed on GPU {}: {}: {} (log {})".format(
+                        tag, i + 1, prog.total, gpu, r["dir"], why, log), err=True)
+                else:
+                    _say("[{}] run {}/{} done on GPU {} in {}: {}".format(
+                        tag, i + 1, prog.total, gpu, hms(time.time() - t0), r["dir"]))
+
+    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in gpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _say("[{}] {}/{} runs done, {} failed, this session {}".format(
+        tag, prog.done, prog.total, len(failed), hms(time.time() - prog.start)))
+    rc = run_reports(plan)
+    if failed:
+        _say("[{}] failed (the same command runs them again):".format(tag), err=True)
+        _say(*("  {}: {}".format(d, why) for _, d, why, _ in sorted(failed)), err=True)
+        return 1
+    return rc
+
+
+def run_task(sub: Dict, k: int) -> int:
+    """Run ``k`` of a submission (a SLURM array element): main.sh's start line, then train.py in
+    this process (a signal reaches it directly); a run finished meanwhile is checked, not rerun."""
+    r = sub["runs"][k]
+    os.chdir(sub["cwd"])
+    if finished(r):
+        return check_finished_runs({"runs": [r]}) or 0
+    _say(start_line(r))
+    os.execvp(r["argv"][0], r["argv"])

@@ -1,0 +1,164 @@
+"""SLURM: a plan's unfinished runs that are neither queued nor running as ``sbatch --array`` jobs
+(chunks of at most ``MaxArraySize`` tasks, each with its index offset into the submission file),
+the summary job (``--dependency=afterany``), and what ``squeue`` says about the runs submitted."""
+import getpass
+import json
+import os
+import os.path as osp
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Tuple
+
+from ptnl.io import write_json_atomic
+from ptnl.sweep.plan import finished, gpu_hours_estimate, run_reports, sweep_dir
+
+JOBS_FILE = "jobs.jsonl"  # one line per array job: {"job", "plan", "dirs" (per task index), "logs"}
+DEFAULT_MAX_ARRAY_SIZE = 1001
+
+
+def available() -> bool:
+    return shutil.which("sbatch") is not None and shutil.which("squeue") is not None
+
+
+def max_array_size() -> int:
+    """``MaxArraySize`` of ``scontrol show config`` (task indices 0 .. MaxArraySize-1)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_MAX_ARRAY_SIZE
+    for ln in out.splitlines():
+        k, _, v = ln.partition("=")
+        if k.strip() == "MaxArraySize":
+            try:
+                return int(v.strip())
+            except ValueError:
+                break
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
+def job_records(out: str) -> List[Dict]:
+    path = osp.join(sweep_dir(out), JOBS_FILE)
+    if not osp.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def squeue_tasks() -> Dict[Tuple[str, int], str]:
+    """{(array job id, task index): state} of this user's array tasks, from ``squeue -r``."""
+    if shutil.which("squeue") is None:
+        return {}
+    # %i is "<array job>_<task>" for every array task with -r (%A is a started task's own job id)
+    proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode:
+        raise RuntimeError("squeue failed: {}".format(proc.stderr.strip()))
+    tasks = {}
+    for ln in proc.stdout.splitlines():
+        jt, _, state = ln.strip().partition("|")
+        job, _, task = jt.partition("_")
+        if task.isdigit():
+            tasks[(job, int(task))] = state
+    return tasks
+
+
+def queued_runs(out: str) -> Dict[str, Tuple[str, str]]:
+    """{run folder: (state, "job_task")} of the runs submitted from ``out`` that SLURM still holds."""
+    records, held = job_records(out), {}
+    tasks = squeue_tasks() if records else {}
+    for rec in records:
+        for k, d in enumerate(rec["dirs"]):
+            state = tasks.get((str(rec["job"]), k))
+            if state is not None:
+                held[d] = (state, "{}_{}".format(rec["job"], k))
+    return held
+
+
+def task_logs(out: str) -> Dict[str, str]:
+    """{run folder: the SLURM output file of its newest task}."""
+    logs = {}
+    for rec in job_records(out):
+        for k, d in enumerate(rec["dirs"]):
+            logs[d] = rec["logs"].replace("%A", str(rec["job"])).replace("%a", str(k))
+    return logs
+
+
+def _sbatch(cmd: List[str]) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode:
+        raise RuntimeError("{} failed: {}".format(" ".join(shlex.quote(c) for c in cmd), proc.stderr.strip()))
+    return proc.stdout.strip().split(";")[0]
+
+
+def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
+    """Submit the plan's runs that are neither finished nor held by SLURM; print what was done."""
+    tag, out = plan.get("tag") or "main", plan["out"]
+    held = queued_runs(out)
+    runs = plan["runs"]
+    todo = [r for r in runs if not finished(r) and r["dir"] not in held]
+    done = sum(finished(r) for r in runs)
+    print("[{}] plan {}: {} runs: {} done, {} queued or running, {} to submit".format(
+        tag, plan["name"], len(runs), done, len(held.keys() & {r["dir"] for r in runs}), len(todo)), flush=True)
+    args = shlex.split(os.environ.get("SBATCH_ARGS", ""))
+    gres = [] if any(a.startswith("--gres") for a in args) else ["--gres=gpu:1"]
+    size, par = max_array_size(), os.environ.get("MAX_PARALLEL", "").strip()
+    logs = osp.join(sweep_dir(out), "logs")
+    if not todo:
+        if held:
+            print("[{}] nothing to submit; python -m ptnl.sweep status {} follows them".format(tag, out))
+            return 0
+        return run_reports(plan)
+    chunks = [(off, todo[off:off + size]) for off in range(0, len(todo), size)]
+    sub_path = osp.join(sweep_dir(out), "submissions",
+                        "{}-{}.json".format(plan["name"], time.strftime("%Y%m%d-%H%M%S")))
+    script = osp.join(sweep_dir(out), plan["name"] + ".sbatch")
+    job_name = "ptnl-" + plan["name"]
+    array_cmds = []
+    for off, chunk in chunks:
+        array = "0-{}".format(len(chunk) - 1) + ("%" + par if par else "")
+        array_cmds.append(["sbatch", "--parsable", "--array=" + array, "--job-name=" + job_name,
+                           "--output=" + osp.join(logs, plan["name"] + "-%A_%a.out")] + gres + args
+                          + [script, sub_path, str(off)])
+    if dry:
+        for c in array_cmds:
+            print("would submit: " + " ".join(shlex.quote(x) for x in c))
+        return 0
+    os.makedirs(logs, exist_ok=True)
+    os.makedirs(osp.dirname(sub_path), exist_ok=True)
+    write_json_atomic(sub_path, {"plan": plan["name"], "cwd": plan["cwd"], "runs": todo})
+    with open(script, "w") as f:
+        f.write("#!/bin/bash\n# A PTNL sweep task: run number $2 + SLURM_ARRAY_TASK_ID of the submission file $1\n"
+                "cd {}\nexec {} -m ptnl.sweep task \"$1\" $(( $2 + SLURM_ARRAY_TASK_ID ))\n".format(
+                    shlex.quote(plan["cwd"]), shlex.quote(sys.executable)))
+    jobs = []
+    for (off, chunk), cmd in zip(chunks, array_cmds):
+        job = _sbatch(cmd)
+        jobs.append(job)
+        with open(osp.join(sweep_dir(out), JOBS_FILE), "a") as f:
+            f.write(json.dumps({"job": job, "plan": plan["name"], "dirs": [r["dir"] for r in chunk],
+                                "logs": osp.join(logs, plan["name"] + "-%A_%a.out")}) + "\n")
+        print("[{}] submitted array job {} ({}): runs {}-{} of the {} to submit".format(
+            tag, job, cmd[2], off + 1, off + len(chunk), len(todo)), flush=True)
+    waits = sorted(set(jobs) | {jt.split("_")[0] for d, (_, jt) in held.items() if d in {r["dir"] for r in runs}})
+    summary_out = osp.join(sweep_dir(out), plan["name"] + ".summary.out")
+    wrap = "cd {} && exec {} -m ptnl.sweep summary {}".format(
+        shlex.quote(plan["cwd"]), shlex.quote(sys.executable), shlex.quote(plan_path))
+    summary = _sbatch(["sbatch", "--parsable", "--dependency=afterany:" + ":".join(waits),
+                       "--job-name=" + job_name + "-summary", "--output=" + summary_out]
+                      + [a for a in args if not a.startswith("--gres")] + ["--wrap", wrap])
+    print("[{}] summary job {} (afterany:{}) writes the table to {}".format(tag, summary, ":".join(waits),
+                                                                         summary_out))
+    print("[{}] follow it: python -m ptnl.sweep status {}; the same command again resubmits what fails".format(
+        tag, out), flush=True)
+    return 0
+
+
+def estimate_line(plan: Dict, todo: List[Dict]) -> str:
+    hours, n = gpu_hours_estimate(plan["runs"], todo)
+    if hours is None:
+        return "GPU-hours: no finished run of this plan to estimate from yet"
+    return "GPU-hours for the {} runs to run: about {:.2f} (mean wall_time_s of {} finished runs, per trainer)".format(
+        len(todo), hours, n)
