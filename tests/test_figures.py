@@ -117,7 +117,7 @@ def test_gradients_a_panel_per_model_configuration(tmp_path):
     fig, desc = build_figure("gradients", records, rows)
     assert len(fig.axes) == 3
     assert sorted(len(data_lines(ax)) for ax in fig.axes) == [2, 2, 4]  # clean + noisy per loss
-    assert all(ax.get_yscale() == "log" and "gradient norm" in ax.get_ylabel() for ax in fig.axes)
+    assert all(ax.get_yscale() == "log" and "gradient norm" in ax.get_ylabel() for ax in fig.axes)  # 0.17 to 2
     assert "3 panel(s)" in desc
     svg = tmp_path / "g.svg"
     write_figure("gradients", records, rows, str(svg))
@@ -144,6 +144,7 @@ def test_context_a_panel_per_rate(tmp_path):
         for rate in (0.0, 0.5):
             for seed in (1, 2):
                 write_run(tmp_path / "out", seed, 50 + n_ctx - 20 * rate, n_ctx=n_ctx, rate=rate)
+    write_run(tmp_path / "out", 1, 50.0, trainer="CLSTuning", n_ctx=8, rate=0.5)  # one length: no line
     records, rows = runs_of(tmp_path / "out")
     fig, _ = build_figure("context", records, rows)
     assert len(fig.axes) == 2 and all(len(data_lines(ax)) == 1 for ax in fig.axes)
@@ -281,6 +282,17 @@ def test_report_folder_embeds_every_possible_figure(tmp_path, capsys):
             assert (rep / "{}.{}".format(name, ext)).stat().st_size > 0
     assert "| PTNL" in index and "[pivot.tex](pivot.tex)" in index
     assert not [n for n in os.listdir(rep) if n.startswith(".tmp")]
+
+
+def test_where_selects_runs(tmp_path, capsys):
+    sweep(tmp_path / "out", rates=(0.0, 0.5))
+    png = tmp_path / "m.png"
+    assert main([str(tmp_path / "out"), "--where", "noise_rate=0.50", "--where", "trainer=PTNL",
+                 "--figure", "memorisation", "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "memorisation per epoch, 6 line(s), 2 panel(s)" in out and "LinearProbe" not in out
+    assert main([str(tmp_path / "out"), "--where", "trainer=CoOp"]) == 1
+    assert "matching --where trainer=CoOp" in capsys.readouterr().out
 
 
 def test_deprecated_alias_draws_figures_too(tmp_path, capsys):

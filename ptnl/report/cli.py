@@ -11,6 +11,23 @@ from ptnl.report.style import figure_format
 from ptnl.report.tables import FORMATS, format_notes, format_pivot, format_table
 from ptnl.runs.read import find_runs, incomplete_run, load_run
 
+def matches(record, wheres) -> bool:
+    """Whether a run's fields hold every (field, value) of ``wheres`` (numbers compared as numbers:
+    ``noise_rate=0.50`` matches 0.5)."""
+    for field, value in wheres:
+        have = record.get(field)
+        if isinstance(have, (int, float)) and not isinstance(have, bool):
+            try:
+                if float(value) != float(have):
+                    return False
+                continue
+            except ValueError:
+                return False
+        if str(have) != value:
+            return False
+    return True
+
+
 def main(argv=None, prog="python -m ptnl.report"):
     """The results CLI: ``python -m ptnl.report DIR [DIR ...] [--format F] [--pivot] [--plot FILE.png]
     [--figure KIND --out FILE.(png|pdf|svg)] [--report OUT_DIR] [--std S]``.
@@ -41,6 +58,9 @@ def main(argv=None, prog="python -m ptnl.report"):
     p.add_argument("--report", metavar="OUT_DIR",
                    help="write every table (md, tex, csv) and every figure the runs allow (png, pdf) into OUT_DIR, "
                         "with an index.md that embeds them (needs matplotlib)")
+    p.add_argument("--where", metavar="FIELD=VALUE", action="append", default=[],
+                   help="only runs whose FIELD (dataset, trainer, backbone, noise_type, noise_rate, loss, num_shots, "
+                        "n_ctx, seed, ...) is VALUE; repeatable (all must hold), e.g. --where noise_rate=0.5")
     p.add_argument("--std", default="population", choices=["population", "sample"],
                    help="population (ddof=0, default) or sample (ddof=1) standard deviation")
     a = p.parse_args(argv)
@@ -51,6 +71,12 @@ def main(argv=None, prog="python -m ptnl.report"):
             figure_format(a.out)
         except ValueError as e:
             p.error(str(e))
+    wheres = []
+    for w in a.where:
+        field, sep, value = w.partition("=")
+        if not sep or not field:
+            p.error("--where takes FIELD=VALUE, got '{}'".format(w))
+        wheres.append((field.strip(), value.strip()))
     ddof = 0 if a.std == "population" else 1
     for d in a.dirs:
         if not osp.isdir(d):
@@ -63,8 +89,12 @@ def main(argv=None, prog="python -m ptnl.report"):
         except (OSError, ValueError) as e:
             incomplete.append(incomplete_run(d, reason="unreadable: {}".format(e)))
     incomplete += [incomplete_run(d) for d in unfinished]
+    if wheres:
+        records = [r for r in records if matches(r, wheres)]
+        incomplete = [r for r in incomplete if matches(r, wheres)]
     if not records and not incomplete:
-        print("No runs found under {}".format(", ".join(a.dirs)))
+        print("No runs found under {}{}".format(", ".join(a.dirs), " matching " + " ".join(
+            "--where " + w for w in a.where) if a.where and done + unfinished else ""))
         return 1
     rows = add_ensembles(aggregate(records, incomplete, ddof=ddof))
     notes_to = sys.stderr if a.format == "csv" else sys.stdout

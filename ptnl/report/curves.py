@@ -96,7 +96,7 @@ def gradients_figure(records):
     handles, nlines = [], 0
     for ax, (pkey, members) in zip(axes, panels.items()):
         k0 = members[0][0]
-        positive = True
+        lows, highs = [], []
         varying = _differing([k for k, _ in members], by + ("loss", "gce_q"))
         for k, runs in members:
             st = line_style(k["trainer"], k["loss"])
@@ -104,16 +104,19 @@ def gradients_figure(records):
             for metric, which, ls, fill in (("grad_norm_clean", "clean", "-", "full"),
                                             ("grad_norm_noisy", "noisy", "--", "none")):
                 x, y, s = mean_curve(runs, metric)
-                positive = positive and bool(np.all(y > 0))
+                lows.append(float(np.min(y)) if len(y) else 0.0)
+                highs.append(float(np.max(y)) if len(y) else 0.0)
                 label = "{} {} {} samples{}".format(_show(k["trainer"]), _show(k["loss"]), which,
                                                     " " + extra if extra else "")
                 (ln,) = ax.plot(x, y, color=st["color"], marker=st["marker"], linestyle=ls, fillstyle=fill,
-                                label=label)
+                                label=label, markevery=max(1, len(x) // 10))
                 ax.fill_between(x, y - s, y + s, color=st["color"], alpha=0.12, linewidth=0)
                 handles.append((ln, label))
                 nlines += 1
-        if positive:
+        if min(lows) > 0 and max(highs) / min(lows) > 10:  # norms over orders of magnitude
+            from matplotlib.ticker import NullFormatter
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title("{}\n{}".format(_show(k0["trainer"]), _title(k0, ["dataset", "backbone", "noise_rate"])))
         ax.set_xlabel(EPOCH)
         ax.xaxis.set_major_locator(_integer_locator())
@@ -141,7 +144,7 @@ def memorisation_figure(records):
         k = dict(zip(GROUP_KEYS, key))
         for metric, label, col, marker, ls in MEMORISATION:
             x, y, s = mean_curve(runs, metric)
-            (ln,) = ax.plot(x, y, color=col, marker=marker, linestyle=ls, label=label)
+            (ln,) = ax.plot(x, y, color=col, marker=marker, linestyle=ls, label=label, markevery=max(1, len(x) // 10))
             ax.fill_between(x, y - s, y + s, color=col, alpha=0.12, linewidth=0)
             handles.append((ln, label))
             nlines += 1

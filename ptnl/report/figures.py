@@ -6,7 +6,8 @@ from typing import Dict, List, Tuple
 
 from ptnl.report.curves import curve_groups, gradients_figure, memorisation_figure
 from ptnl.report.heatmaps import confusion_figure, load_confusion
-from ptnl.report.plots import backbones_figure, context_figure, noise_figure, noise_types_figure, noise_types_rows
+from ptnl.report.plots import (backbones_figure, context_figure, context_rows, noise_figure, noise_types_figure,
+                               noise_types_rows)
 from ptnl.report.style import RC, figure_format, save_figure
 from ptnl.report.upl_plot import upl_figure, upl_runs
 
@@ -37,8 +38,7 @@ def _need_memorisation(records, rows):
 
 
 def _need_context(records, rows):
-    return any(len({r.get("n_ctx") for r in _rated(rows) if r.get("dataset") == ds and r.get("n_ctx") is not None}) > 1
-               for ds in _known(rows, "dataset"))
+    return bool(context_rows(rows))
 
 
 def _need_backbones(records, rows):

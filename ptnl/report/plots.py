@@ -132,10 +132,20 @@ def backbones_figure(rows):
         nlines, len(panels), ", ".join(_show_backbone(p[1]) for p in panels))
 
 
+def context_rows(rows):
+    """The rows of settings (all but n_ctx) that ran two or more context lengths."""
+    line = [k for k in GROUP_KEYS if k != "n_ctx"] + ["differs"]
+    lengths = {}
+    for r in rows:
+        if isinstance(r["noise_rate"], (int, float)) and isinstance(r.get("n_ctx"), int):
+            lengths.setdefault(tuple(r.get(k) for k in line), set()).add(r["n_ctx"])
+    return [r for r in rows if len(lengths.get(tuple(r.get(k) for k in line), ())) > 1]
+
+
 def context_figure(rows):
     """Accuracy against the number of context tokens, a panel per dataset × noise rate, a line per
-    trainer × loss."""
-    rows = [r for r in rows if isinstance(r["noise_rate"], (int, float))]
+    trainer × loss (the settings that ran two or more context lengths)."""
+    rows = context_rows(rows)
     fig, nlines, panels = accuracy_figure(
         rows, x_key="n_ctx", panel_keys=("dataset", "noise_rate"), xlabel="context length (learned tokens)",
         caption="Test accuracy against context length: mean over seeds, band ± {} std".format(_std_name(rows)))
