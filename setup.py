@@ -30,8 +30,8 @@ setup(
         "setuptools<81",  # openai-clip imports pkg_resources
     ],
     extras_require={
-        "test": ["pytest", "matplotlib"],  # matplotlib: the tests of ``python -m ptnl.results --plot``
-        "plot": ["matplotlib"],  # python -m ptnl.results --plot, scripts/ptnl/sweep.sh
+        "test": ["pytest", "matplotlib"],  # matplotlib: the tests of ``python -m ptnl.report --plot / --figure``
+        "plot": ["matplotlib"],  # python -m ptnl.report --plot / --figure / --report, scripts/ptnl/sweep.sh
         "tensorboard": ["tensorboard"],
     },
 )

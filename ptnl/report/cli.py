@@ -1,21 +1,43 @@
-"""``python -m ptnl.report``: every run under some folders as a table (and a plot)."""
+"""``python -m ptnl.report``: every run under some folders as a table, figures (``--figure KIND
+--out FILE``) and a report folder (``--report OUT_DIR``)."""
 import os.path as osp
 import sys
 
 from ptnl.report.aggregate import aggregate
+from ptnl.report.bundle import write_report
 from ptnl.report.ensemble import add_ensembles
-from ptnl.report.plots import plot
-from ptnl.report.tables import format_notes, format_pivot, format_table
+from ptnl.report.figures import FIGURE_KINDS, MissingRuns, write_figure
+from ptnl.report.style import figure_format
+from ptnl.report.tables import FORMATS, format_notes, format_pivot, format_table
 from ptnl.runs.read import find_runs, incomplete_run, load_run
 
+def matches(record, wheres) -> bool:
+    """Whether a run's fields hold every (field, value) of ``wheres`` (numbers compared as numbers:
+    ``noise_rate=0.50`` matches 0.5)."""
+    for field, value in wheres:
+        have = record.get(field)
+        if isinstance(have, (int, float)) and not isinstance(have, bool):
+            try:
+                if float(value) != float(have):
+                    return False
+                continue
+            except ValueError:
+                return False
+        if str(have) != value:
+            return False
+    return True
+
+
 def main(argv=None, prog="python -m ptnl.report"):
-    """The results CLI: ``python -m ptnl.report DIR [DIR ...] [--format F] [--pivot] [--plot FILE.png] [--std S]``.
+    """The results CLI: ``python -m ptnl.report DIR [DIR ...] [--format F] [--pivot] [--plot FILE.png]
+    [--figure KIND --out FILE.(png|pdf|svg)] [--report OUT_DIR] [--std S]``.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
         prog: the program name shown in usage lines.
 
-    Returns the exit status (0; 1 when no run is found; 2 when a plot cannot be drawn).
+    Returns the exit status (0; 1 when no run is found; 2 when a plot or figure cannot be drawn: the
+    runs it needs are missing, or matplotlib is).
     """
     import argparse
     p = argparse.ArgumentParser(
@@ -24,13 +46,37 @@ def main(argv=None, prog="python -m ptnl.report"):
                     "settings: mean ± std of test accuracy over seeds (population std by default, as CoOp's "
                     "parse_test_res.py), the seeds, and the runs that are incomplete or missing.")
     p.add_argument("dirs", nargs="+", metavar="DIR")
-    p.add_argument("--format", default="plain", choices=["plain", "markdown", "csv"],
-                   help="csv: one column per setting, plain numbers; notes go to stderr")
+    p.add_argument("--format", default="plain", choices=list(FORMATS),
+                   help="csv: one column per setting, plain numbers; notes go to stderr. latex: a booktabs "
+                        "tabular, mean \\pm std, the best of each accuracy column in bold; notes as %% comments")
     p.add_argument("--pivot", action="store_true", help="one column per noise rate")
     p.add_argument("--plot", metavar="FILE.png", help="also draw accuracy against noise rate (needs matplotlib)")
+    p.add_argument("--figure", metavar="KIND", choices=list(FIGURE_KINDS),
+                   help="draw one figure to --out (needs matplotlib): " + ", ".join(FIGURE_KINDS))
+    p.add_argument("--out", metavar="FILE", help="the file of --figure: .png, .pdf or .svg")
+    p.add_argument("--per-run", action="store_true", help="--figure confusion: a heatmap per run, not per group")
+    p.add_argument("--report", metavar="OUT_DIR",
+                   help="write every table (md, tex, csv) and every figure the runs allow (png, pdf) into OUT_DIR, "
+                        "with an index.md that embeds them (needs matplotlib)")
+    p.add_argument("--where", metavar="FIELD=VALUE", action="append", default=[],
+                   help="only runs whose FIELD (dataset, trainer, backbone, noise_type, noise_rate, loss, num_shots, "
+                        "n_ctx, seed, ...) is VALUE; repeatable (all must hold), e.g. --where noise_rate=0.5")
     p.add_argument("--std", default="population", choices=["population", "sample"],
                    help="population (ddof=0, default) or sample (ddof=1) standard deviation")
     a = p.parse_args(argv)
+    if bool(a.figure) != bool(a.out):
+        p.error("--figure KIND and --out FILE go together")
+    if a.out:
+        try:
+            figure_format(a.out)
+        except ValueError as e:
+            p.error(str(e))
+    wheres = []
+    for w in a.where:
+        field, sep, value = w.partition("=")
+        if not sep or not field:
+            p.error("--where takes FIELD=VALUE, got '{}'".format(w))
+        wheres.append((field.strip(), value.strip()))
     ddof = 0 if a.std == "population" else 1
     for d in a.dirs:
         if not osp.isdir(d):
@@ -43,8 +89,12 @@ def main(argv=None, prog="python -m ptnl.report"):
         except (OSError, ValueError) as e:
             incomplete.append(incomplete_run(d, reason="unreadable: {}".format(e)))
     incomplete += [incomplete_run(d) for d in unfinished]
+    if wheres:
+        records = [r for r in records if matches(r, wheres)]
+        incomplete = [r for r in incomplete if matches(r, wheres)]
     if not records and not incomplete:
-        print("No runs found under {}".format(", ".join(a.dirs)))
+        print("No runs found under {}{}".format(", ".join(a.dirs), " matching " + " ".join(
+            "--where " + w for w in a.where) if a.where and done + unfinished else ""))
         return 1
     rows = add_ensembles(aggregate(records, incomplete, ddof=ddof))
     notes_to = sys.stderr if a.format == "csv" else sys.stdout
@@ -55,10 +105,13 @@ def main(argv=None, prog="python -m ptnl.report"):
     notes = format_notes(rows, incomplete, ddof)
     if a.format == "markdown":
         notes = ["- " + n if not n.startswith("    ") else "    - " + n.strip() for n in notes]
+    elif a.format == "latex":
+        notes = ["% " + n for n in notes]
     print("", file=notes_to)
     print("\n".join(notes), file=notes_to)
     if a.plot:
         try:
+            from ptnl.report.plots import plot
             described = plot(rows, a.plot)
         except ImportError:
             print("--plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')", file=sys.stderr)
@@ -67,7 +120,28 @@ def main(argv=None, prog="python -m ptnl.report"):
             print("no plot: {}".format(e), file=sys.stderr)
             return 2
         print("plot: {} ({})".format(a.plot, described), file=notes_to)
-    return 0
+    status = 0
+    if a.figure:
+        try:
+            described = write_figure(a.figure, records, rows, a.out, per_run=a.per_run)
+        except ImportError:
+            print("--figure needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')", file=sys.stderr)
+            return 2
+        except MissingRuns as e:
+            print(e, file=sys.stderr)
+            status = 2
+        else:
+            print("figure: {} ({})".format(a.out, described), file=notes_to)
+    if a.report:
+        try:
+            done_report = write_report(a.report, records, rows, incomplete=incomplete, ddof=ddof, sources=a.dirs)
+        except ImportError:
+            print("--report needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')", file=sys.stderr)
+            return 2
+        print("report: {} ({} figure(s): {}; not drawn: {})".format(
+            osp.join(a.report, "index.md"), len(done_report["figures"]), ", ".join(done_report["figures"]) or "none",
+            ", ".join(done_report["skipped"]) or "none"), file=notes_to)
+    return status
 
 
 if __name__ == "__main__":

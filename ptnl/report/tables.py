@@ -1,5 +1,5 @@
-"""Tables of grouped runs (plain, markdown, csv; ``--pivot``: one column per noise rate) and the
-notes under them (which std, runs read from logs, missing seeds, incomplete runs)."""
+"""Tables of grouped runs (plain, markdown, csv, latex; ``--pivot``: one column per noise rate) and
+the notes under them (which std, runs read from logs, missing seeds, incomplete runs)."""
 import csv
 import io
 import os.path as osp
@@ -7,10 +7,12 @@ import os.path as osp
 import numpy as np
 
 from ptnl.report.aggregate import STD_NAMES, _sort_key
+from ptnl.report.latex import Stat, tabular
 from ptnl.runs.files import RESULTS_FILE
 from ptnl.runs.read import GROUP_KEYS, OTHER_KEYS
 
 TABLE_FORMATS = {"plain": "simple", "markdown": "github"}
+FORMATS = ("plain", "markdown", "csv", "latex")
 
 
 def _show(v):
@@ -62,7 +64,15 @@ def _csv(headers, body):
     return buf.getvalue().rstrip("\n")
 
 
+def _stat(r, note=""):
+    """A LaTeX accuracy cell: mean ± std (no std for one seed, or an undefined one)."""
+    std = None if r["n"] == 1 or np.isnan(r["std"]) else r["std"]
+    return Stat(r["mean"], std, note or ("(n=1)" if r["n"] == 1 else ""))
+
+
 def _tabulate(headers, body, fmt):
+    if fmt == "latex":
+        return tabular(headers, body)
     from tabulate import tabulate
     return tabulate(body, headers=headers, tablefmt=TABLE_FORMATS.get(fmt, fmt), disable_numparse=True)
 
@@ -74,7 +84,8 @@ def _csv_stats(r):
 
 def format_table(rows, fmt="plain"):
     """One row per group: its settings, mean ± std of test accuracy, and the seeds
-    (``fmt``: plain | markdown | csv; csv has one column per setting and plain numbers)."""
+    (``fmt``: plain | markdown | csv | latex; csv has one column per setting and plain numbers; latex
+    is a booktabs tabular, ``$mean \\pm std$``, the best of each accuracy column in bold)."""
     if fmt == "csv":
         std = "std_sample" if rows and rows[0]["ddof"] == 1 else "std_population"
         headers = list(GROUP_KEYS) + ["mean", std, "n", "seeds", "missing_seeds", "source", "differs",
@@ -92,16 +103,20 @@ def format_table(rows, fmt="plain"):
     body = [[_show(r["dataset"]), _show(r["trainer"]), _show_backbone(r["backbone"]),
              "{}-{}".format(r["noise_type"], r["noise_mode"]), _show(r["noise_rate"]), _show(r["loss"]),
              _show(r["num_shots"]), _show(r["n_ctx"])] + ([_other_settings(r, extra)] if extra or differs else []) +
-            [_mean_std(r)] + ([_ensemble_cell(r)] if ensemble else []) + [_seeds_cell(r)] for r in rows]
+            ([_stat(r)] if fmt == "latex" else [_mean_std(r)]) +
+            ([_ensemble_cell(r, fmt)] if ensemble else []) + [_seeds_cell(r)] for r in rows]
     return _tabulate(headers, body, fmt)
 
 
-def _ensemble_cell(r):
+def _ensemble_cell(r, fmt="plain"):
+    if fmt == "latex" and r.get("ensemble") is not None:
+        return Stat(r["ensemble"])
     return "—" if r.get("ensemble") is None else "{:.2f}".format(r["ensemble"])
 
 
 def format_pivot(rows, fmt="plain"):
-    """One row per setting, one column per noise rate: mean ± std (number of seeds)."""
+    """One row per setting, one column per noise rate: mean ± std (number of seeds); ``fmt`` as
+    ``format_table`` (latex: the best of each rate's column in bold)."""
     rates = sorted({r["noise_rate"] for r in rows}, key=lambda v: _sort_key([v]))
     keys = [k for k in GROUP_KEYS if k != "noise_rate"] + ["differs"]
     table = {}
@@ -123,6 +138,8 @@ def format_pivot(rows, fmt="plain"):
         (["settings"] if extra or differs else []) + ["rate {}".format(_show(rate)) for rate in rates]
 
     def cell(r):
+        if fmt == "latex":
+            return _stat(r, "({} of {})".format(r["n"], r["n"] + len(r["missing"])) if r["missing"] else "")
         n = "{} of {}".format(r["n"], r["n"] + len(r["missing"])) if r["missing"] else str(r["n"])
         if r["n"] == 1:
             return "{:.2f} (n={}){}".format(r["mean"], n, " †" if r["from_log"] else "")
