@@ -32,5 +32,7 @@ for CONFIG in ${CONFIGS}; do
   done
 done
 ptnl_plan_summary "configs ${CONFIGS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
-ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}"
+FIG=()  # every table and figure these runs allow (gradients and confusion with TRAINER.PTNL.ANALYSIS True)
+if ptnl_can_plot; then FIG=(--report "${OUT}/${DATASET}_ablation_report"); fi
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}" "${FIG[@]}"
 ptnl_plan_run

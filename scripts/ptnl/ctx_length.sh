@@ -31,5 +31,7 @@ for NCTX in ${NCTXS}; do
   done
 done
 ptnl_plan_summary "n_ctx ${NCTXS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
-ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}"
+FIG=()  # the tables and the accuracy-against-context-length figure (and whatever else the runs allow)
+if ptnl_can_plot; then FIG=(--report "${OUT}/${DATASET}_ctx_length_report"); fi
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}" "${FIG[@]}"
 ptnl_plan_run

@@ -6,12 +6,15 @@
 #
 # Zero-shot CLIP, a linear probe, a linear classifier on frozen features (ClassifierR, CE) and
 # prompt tuning (PTNL, CE and GCE), at symmetric swap noise rates 0, 0.25, 0.5 and 0.75, two seeds,
-# then the table (and a plot, when matplotlib is installed). About 12 minutes on 2 CPU cores.
+# then the table and, when matplotlib is installed, two figures: accuracy against noise rate
+# (demo_sweep.png) and what the models memorise at rate 0.5 (demo_memorisation.png). About 12
+# minutes on 2 CPU cores.
 #
 #   bash scripts/ptnl/demo.sh
 #
 # Environment: OUT (default <ptnl cache>/pocket-demo), SEEDS ("1 2"), SHOTS (16), EPOCHS (50),
-# RATES ("0.0 0.25 0.5 0.75"), PYTHON, PTNL_CACHE_DIR (where the pocket world is cached).
+# RATES ("0.0 0.25 0.5 0.75"), PYTHON, PTNL_CACHE_DIR (where the pocket world is cached), FIGURES
+# (the figures' folder, default OUT; FIGURES=docs regenerates the README's).
 # Finished runs are skipped, so a second call only prints the table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -37,8 +40,11 @@ for SPEC in ZeroshotCLIP:ce LinearProbe:ce ClassifierR:ce PTNL:ce PTNL:gce; do
   done
 done
 ptnl_plan_summary "zero-shot, linear probe, ClassifierR (ce), PTNL (ce, gce); rates ${RATES}; seeds ${SEEDS}"
-if "$PYTHON" -c "import matplotlib" 2>/dev/null; then
-  ptnl_plan_report "$PYTHON" -m ptnl.report --pivot --plot "$OUT/demo.png" "$OUT/dtd"
+FIGURES=${FIGURES:-$OUT}  # FIGURES=docs regenerates the README's two figures
+if ptnl_can_plot; then
+  ptnl_plan_report "$PYTHON" -m ptnl.report --pivot "$OUT/dtd" --figure noise --out "$FIGURES/demo_sweep.png"
+  ptnl_plan_report "$PYTHON" -m ptnl.report "$OUT/dtd" --where noise_rate=0.5 --figure memorisation \
+    --out "$FIGURES/demo_memorisation.png"
 else
   ptnl_plan_report "$PYTHON" -m ptnl.report --pivot "$OUT/dtd"
 fi

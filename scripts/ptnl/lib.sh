@@ -134,6 +134,11 @@ ptnl_plan_summary() {
   PLAN_DESC=$1
 }
 
+# True when the reports can draw figures (matplotlib importable by PYTHON).
+ptnl_can_plot() {
+  "${PYTHON:-python}" -c "import matplotlib" >/dev/null 2>&1
+}
+
 ptnl_plan_report() {  # ARGV... ({dirs}: the grid's run folders, or $OUT/$DATASET with ALL_RUNS=1)
   local a args=()
   for a in "$@"; do

@@ -40,4 +40,8 @@ ptnl_plan_report "$PYTHON" -m ptnl.report.ensemble "${OUT}/${DATASET}/UPL/${BB_D
 ptnl_plan_report echo
 ptnl_plan_report echo "Zero-shot CLIP (reference):"
 ptnl_plan_report "$PYTHON" -m ptnl.report "${OUT}/${DATASET}/ZeroshotCLIP/${BB_DIR}/sym-swap-0.0/ce"
+if ptnl_can_plot; then  # zero-shot CLIP against UPL, with the pseudo-labels' accuracy
+  ptnl_plan_report "$PYTHON" -m ptnl.report "${OUT}/${DATASET}/UPL/${BB_DIR}/sym-swap-0.0" \
+    "${OUT}/${DATASET}/ZeroshotCLIP/${BB_DIR}/sym-swap-0.0/ce" --figure upl --out "${OUT}/${DATASET}_upl.png"
+fi
 ptnl_plan_run
