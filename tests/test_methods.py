@@ -289,8 +289,18 @@ def test_joapr_batches_carry_their_own_weights(world, tmp_path):
             seen.append(nx)
         return step(batch)
     t.compute_loss = spy
+    scalars = []
+    t.write_scalar = lambda tag, value, step=None: scalars.append((tag, step))
     t.train()
     assert seen and t.epoch_records[-1]["partition"]["num_samples"] == len(t.train_items)
+    assert ("partition/precision", 2) in scalars and ("partition/recall", 2) in scalars  # TensorBoard
+
+
+@pytest.mark.parametrize("key,value", [("TRAINER.NLPROMPT.PASS_TRANSFORM", "augmented"),
+                                       ("TRAINER.NLPROMPT.COST", "log"), ("TRAINER.NLPROMPT.SOLVER", "exact")])
+def test_bad_option_is_named(world, tmp_path, key, value):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build(world["data"], world["clip"], tmp_path / "a", "NLPrompt", [key, value])
 
 
 # ---------------------------------------------------------------- the pocket world: better than chance
@@ -315,6 +325,13 @@ def test_partition_beats_a_random_one_of_the_same_size(pocket, tmp_path, trainer
 
 
 # ---------------------------------------------------------------- end to end
+def test_importing_the_engine_leaves_logging_enabled():
+    """Real Dassl's wilds module calls logging.disable(WARNING) on import; compat undoes it, so
+    PTNL's lines (``* epoch``, ``* partition``) reach log.txt under both engines."""
+    import logging
+    assert compat.ENGINE in ("dassl", "builtin") and logging.root.manager.disable == logging.NOTSET
+
+
 @pytest.mark.parametrize("trainer", ["JoAPR", "NLPrompt"])
 def test_trainer_end_to_end(world, tmp_path, trainer):
     out = str(tmp_path / trainer)

@@ -101,7 +101,6 @@ class SampleSelectionTrainer(PTNL):
             if self._pass_loader is None or self._pass_loader.dataset.transform is not tfm:
                 self._pass_loader = self._loader_for_pass(tfm)
             set_loader_epoch(self._pass_loader, self.epoch)
-            feats = torch.empty(len(self.train_items), 0)
             chunks, order = [], []
             with self.autocast():
                 for batch in self._pass_loader:
