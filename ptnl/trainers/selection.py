@@ -285,8 +285,8 @@ class JoAPR(SampleSelectionTrainer):
         o = self.opts
         img, label = batch["img"], batch["label"]
         if self.in_warmup():
-            logits = self.model(img)
-            return self.loss_fn(logits, label) + o.ALPHA1 * joapr.confidence_penalty(logits), logits
+            logits = self.model(img)  # CE whatever TRAINER.PTNL.LOSS says, as the release
+            return F.cross_entropy(logits.float(), label) + o.ALPHA1 * joapr.confidence_penalty(logits), logits
         nx = batch["num_x"]
         with torch.no_grad():
             logits_now = self.model(img)
