@@ -324,6 +324,18 @@ def test_partition_beats_a_random_one_of_the_same_size(pocket, tmp_path, trainer
     assert hypergeom.sf(hits - 1, n, k, m) < 0.01, p
 
 
+def test_method_keys_belong_to_their_runs_identity():
+    """Runs of other trainers (made before these keys existed, too) keep their identity and digest."""
+    from ptnl.runs.identity import config_diff, settings_digest
+    old = {"TRAINER.NAME": "PTNL", "OPTIM.LR": 0.002}
+    new = dict(old, **{"TRAINER.JOAPR.ALPHA1": 0.5, "TRAINER.NLPROMPT.REG": 0.01})
+    assert config_diff(old, new) == [] and settings_digest(old) == settings_digest(new)
+    a = dict(new, **{"TRAINER.NAME": "JoAPR"})
+    assert config_diff(a, dict(a, **{"TRAINER.JOAPR.ALPHA1": 0.1})) == [("TRAINER.JOAPR.ALPHA1", 0.5, 0.1)]
+    assert config_diff(a, dict(a, **{"TRAINER.NLPROMPT.REG": 0.1})) == []
+    assert settings_digest(a) != settings_digest(dict(a, **{"TRAINER.JOAPR.ALPHA1": 0.1}))
+
+
 # ---------------------------------------------------------------- end to end
 def test_importing_the_engine_leaves_logging_enabled():
     """Real Dassl's wilds module calls logging.disable(WARNING) on import; compat undoes it, so
