@@ -24,7 +24,8 @@ setup(
         "regex",
         "tqdm",
         "tabulate",
-        "scikit-learn",
+        "scikit-learn",  # also JoAPR's GaussianMixture
+        "pot",  # NLPrompt's Sinkhorn (ot.sinkhorn)
         "scipy",  # StanfordCars and OxfordFlowers read MATLAB annotation files
         "openai-clip",
         "setuptools<81",  # openai-clip imports pkg_resources

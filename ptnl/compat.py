@@ -7,6 +7,7 @@ always PTNL's own: ``build_lr_scheduler`` (Dassl's warm-up wrappers crash on cur
 values and file formats.
 """
 import importlib
+import logging
 import os
 
 from ptnl.engine.optim import build_lr_scheduler  # noqa: F401  (always ours, see above)
@@ -30,6 +31,7 @@ if _choice == "dassl" and _dassl is None:
     raise ImportError("PTNL_ENGINE=dassl but Dassl cannot be imported ({}). Install Dassl.pytorch "
                       "or unset PTNL_ENGINE to use the built-in engine.".format(_dassl_error))
 
+_logging_disabled = logging.root.manager.disable
 if _dassl is not None:
     ENGINE = "dassl"
     ENGINE_VERSION = getattr(_dassl, "__version__", "unknown")
@@ -45,6 +47,9 @@ if _dassl is not None:
     from dassl.utils import (check_isfile, collect_env_info, listdir_nohidden,  # noqa: F401
                              load_pretrained_weights, mkdir_if_missing, read_json,
                              set_random_seed, setup_logger, write_json)
+    # Dassl's wilds datasets call logging.disable(logging.WARNING) on import, which silenced every
+    # PTNL log line (epoch diagnostics, partitions) under real Dassl; give logging back its level
+    logging.disable(_logging_disabled)
 else:
     from ptnl import engine as _engine
     ENGINE = "builtin"

@@ -133,6 +133,27 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.LINEAR_PROBE.VAL_NOISE = False  # give the few-shot val split the run's label noise (default clean)
     cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
 
+    # Sample-selection methods (ptnl.trainers.selection); defaults: the releases' rn50 settings, bugs fixed
+    cfg.TRAINER.JOAPR = CN()
+    cfg.TRAINER.JOAPR.WARMUP_EPOCH = 1  # epochs of CE + confidence penalty on the whole noisy set
+    cfg.TRAINER.JOAPR.ALPHA1 = 0.5  # warm-up: weight of the confidence penalty sum p log p
+    cfg.TRAINER.JOAPR.ALPHA2 = 0.5  # main: weight of KL(uniform || mean prediction)
+    cfg.TRAINER.JOAPR.BETA = 0.001  # mixup lambda ~ Beta(BETA, BETA)
+    cfg.TRAINER.JOAPR.TEMP = 2.0  # sharpening exponent of the soft targets
+    cfg.TRAINER.JOAPR.AVERAGE_LOSS = True  # GMM on the mean of the last LOSS_WINDOW normalised loss vectors
+    cfg.TRAINER.JOAPR.LOSS_WINDOW = 5
+    cfg.TRAINER.JOAPR.PASS_TRANSFORM = "test"  # the per-epoch pass: test (the release's; cached features) | train
+    cfg.TRAINER.JOAPR.RELEASE_BUGS = False  # True: the release's weights / intersection / N / empty-U crash
+
+    cfg.TRAINER.NLPROMPT = CN()
+    cfg.TRAINER.NLPROMPT.REG = 0.01  # Sinkhorn's entropic regularisation (release train.py; 0.001 underflows)
+    cfg.TRAINER.NLPROMPT.COST = "p"  # p: the release's cost (-p up to a row constant) | logp: the paper's -log p
+    cfg.TRAINER.NLPROMPT.SOLVER = "sinkhorn"  # sinkhorn (error on underflow) | sinkhorn_log | auto
+    cfg.TRAINER.NLPROMPT.NUM_ITER = 1000  # Sinkhorn iterations at most
+    cfg.TRAINER.NLPROMPT.STOP_THR = 1e-6  # Sinkhorn stopping threshold
+    cfg.TRAINER.NLPROMPT.PASS_TRANSFORM = "test"  # the per-epoch pass: test (cached features) | train (the release's)
+    cfg.TRAINER.NLPROMPT.RELEASE_BUGS = False  # True: drop_last in the pass and the subsets, all-zero plan accepted
+
     cfg.TRAINER.IMAGENET_FT = CN()
     cfg.TRAINER.IMAGENET_FT.ARCH = "resnet50"  # torchvision architecture when the weights are a file
     for hook in _HOOKS:

@@ -19,6 +19,7 @@ ALLOWED = {
     "config": set(),
     "pseudo": set(),
     "losses": {"config", "registry"},
+    "selection": set(),
     "clip": {"compat", "io", "registry", "engine"},
     "noise": {"clip", "compat", "io", "registry", "engine"},
     "data": {"noise", "clip", "compat", "config", "io", "registry", "engine"},
@@ -27,8 +28,8 @@ ALLOWED = {
     "sweep": {"runs", "io"},
     "pocket": {"data", "clip", "io", "registry", "compat", "engine"},
     "plugins": {"pocket"},
-    "trainers": {"plugins", "data", "noise", "clip", "losses", "runs", "pseudo", "compat", "config", "io",
-                 "registry", "engine"},
+    "trainers": {"plugins", "data", "noise", "clip", "losses", "runs", "pseudo", "selection", "compat", "config",
+                 "io", "registry", "engine"},
 }
 DEPRECATED = {"cache", "clip_backbone", "dataset_base", "zeroshot", "prompts", "models", "templates",
               "fastdata", "synthetic", "ensemble", "results", "trainer_base", "trainers.clip_heads"}

@@ -102,17 +102,21 @@ def run_seed(cfg) -> int:
     return cfg.SEED if cfg.SEED >= 0 else int.from_bytes(os.urandom(7), "little")
 
 
-def build_train_loader(cfg, data_source, transform, dataset_wrapper=None, seed=None):
+def build_train_loader(cfg, data_source, transform, dataset_wrapper=None, seed=None, drop_last=None):
     """The training loader of DATALOADER.RANDOMNESS over ``data_source`` with ``transform``:
     Dassl's own (``coop``) or an ``EpochSampler`` over a ``PerSampleRandomness`` wrapper of
     ``dataset_wrapper`` (Dassl's ``DatasetWrapper`` when None); same batch size, drop_last rule
-    and batch dicts as Dassl's."""
+    and batch dicts as Dassl's. ``drop_last=False`` keeps the last partial batch (sample-selection
+    subsets: every item is trained on)."""
     check_randomness(cfg)
     x = cfg.DATALOADER.TRAIN_X
+    dassl_drop = len(data_source) >= x.BATCH_SIZE
     if cfg.DATALOADER.RANDOMNESS == "coop":
+        # Dassl drops the last batch of a training loader (is_train); is_train=False keeps it, same transform
         return compat.build_data_loader(
             cfg, sampler_type=x.SAMPLER, data_source=data_source, batch_size=x.BATCH_SIZE,
-            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=transform, is_train=True, dataset_wrapper=dataset_wrapper)
+            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=transform, is_train=drop_last is not False or not dassl_drop,
+            dataset_wrapper=dataset_wrapper)
     base = dataset_wrapper or compat.DatasetWrapper
     wrapper = type(base.__name__, (PerSampleRandomness, base), {"seed": run_seed(cfg) if seed is None else seed})
     workers = cfg.DATALOADER.NUM_WORKERS
@@ -121,7 +125,7 @@ def build_train_loader(cfg, data_source, transform, dataset_wrapper=None, seed=N
         batch_size=x.BATCH_SIZE,
         sampler=EpochSampler(len(data_source), wrapper.seed, shuffle=_SAMPLERS[x.SAMPLER]),
         num_workers=workers,
-        drop_last=len(data_source) >= x.BATCH_SIZE,
+        drop_last=dassl_drop if drop_last is None else drop_last and dassl_drop,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
         persistent_workers=workers > 0,  # the epoch travels in the keys: no per-epoch worker start-up
     )

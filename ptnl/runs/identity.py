@@ -21,6 +21,9 @@ NON_RESULT_KEYS = (
 ABSENT = "(absent)"  # how a key one config lacks is shown
 # The worker count changes results only with Dassl's own loader stream (ptnl.data.randomness).
 WORKERS_MATTER = ("DATALOADER.RANDOMNESS", "coop")
+# A method's own keys change only its own runs: ignored unless one of the configs runs that trainer
+# (runs made before the keys existed keep their identity and settings digest).
+METHOD_KEYS = {"TRAINER.JOAPR.": "JoAPR", "TRAINER.NLPROMPT.": "NLPrompt"}
 
 
 # A key that a finished run's record lacks was added after that run. Its run behaved as the key's
@@ -35,11 +38,15 @@ IMPLIED_WHEN_ABSENT = {
 
 def ignored_keys(*flats: Dict) -> Tuple[str, ...]:
     """NON_RESULT_KEYS, less DATALOADER.NUM_WORKERS when one of ``flats`` ran with
-    ``DATALOADER.RANDOMNESS coop`` (or predates the key, i.e. ran CoOp's stream)."""
+    ``DATALOADER.RANDOMNESS coop`` (or predates the key, i.e. ran CoOp's stream), plus the keys of
+    the methods (``METHOD_KEYS``) that none of ``flats`` trains."""
     key, value = WORKERS_MATTER
+    keys = NON_RESULT_KEYS
     if any(f.get(key, value) == value for f in flats):
-        return tuple(k for k in NON_RESULT_KEYS if k != "DATALOADER.NUM_WORKERS")
-    return NON_RESULT_KEYS
+        keys = tuple(k for k in NON_RESULT_KEYS if k != "DATALOADER.NUM_WORKERS")
+    trainers = {f.get("TRAINER.NAME") for f in flats}
+    unused = [prefix for prefix, name in METHOD_KEYS.items() if name not in trainers]
+    return keys + tuple(sorted({k for f in flats for k in f if k.startswith(tuple(unused))})) if unused else keys
 
 
 def _jsonable(v):

@@ -1,5 +1,6 @@
 """PTNL's trainers: the base (``base``: data, step, diagnostics, results; ``evaluation``,
-``diagnostics``) and the families (``prompt_tuning``, ``classifiers``, ``baselines``, ``upl``).
+``diagnostics``) and the families (``prompt_tuning``, ``classifiers``, ``baselines``, ``upl``,
+``selection``: JoAPR, NLPrompt).
 
 A trainer registers itself with ``@register_trainer``; ``register_trainers()`` puts every
 registered trainer into the engine's ``TRAINER_REGISTRY`` (what ``trainers/ptnl.py`` does on
@@ -14,6 +15,7 @@ from ptnl.trainers.prompt_tuning import PTNL, CLSTuning, FullPromptTuning  # noq
 from ptnl.trainers.classifiers import ClassifierC, ClassifierR, TEncFT, ZeroshotCLIP  # noqa: F401
 from ptnl.trainers.baselines import ImageNetFT, LinearProbe  # noqa: F401
 from ptnl.trainers.upl import UPL  # noqa: F401
+from ptnl.trainers.selection import JoAPR, NLPrompt, SampleSelectionTrainer  # noqa: F401
 
 
 NAMESPACE = "PTNL_"  # prefix of a PTNL trainer whose name a fork already uses
