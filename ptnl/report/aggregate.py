@@ -23,6 +23,19 @@ def _seed_key(seed):
     return _sort_key([seed])
 
 
+def _partition_means(runs):
+    """Mean final partition precision and recall over the runs of a sample-selection method
+    (results.json ``partition_final``), or None when the runs have none."""
+    finals = [r.get("partition_final") for r in runs]
+    if not finals or any(not isinstance(f, dict) for f in finals):
+        return None
+    out = {}
+    for key in ("precision", "recall"):
+        values = [f[key] for f in finals if f.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
 def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: int = 0) -> List[Dict]:
     """Group runs by everything but the seed; per group the mean and std of the test accuracy
     (``ddof=0``: population std, numpy's default, as CoOp's parse_test_res.py; ``ddof=1``: sample
@@ -66,7 +79,8 @@ def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: in
                    duplicates=sorted({s for s in seeds if seeds.count(s) > 1}, key=_seed_key),
                    incomplete=sorted(attached.get(key, []), key=lambda r: _seed_key(r.get("seed"))),
                    from_log=[r for r in runs if r.get("source") == "log"],
-                   run_dirs=[r["run_dir"] for r in runs], settings_digest=key[-1], config=runs[0].get("config"))
+                   run_dirs=[r["run_dir"] for r in runs], settings_digest=key[-1], config=runs[0].get("config"),
+                   partition=_partition_means(runs))
         rows.append(row)
     _name_differences(rows)
     return rows

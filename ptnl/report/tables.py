@@ -97,15 +97,25 @@ def format_table(rows, fmt="plain"):
     extra = _varying(rows)
     differs = any(r.get("differs") for r in rows)
     ensemble = any(r.get("ensemble") is not None for r in rows)
+    partition = any(r.get("partition") for r in rows)
     headers = ["dataset", "trainer", "backbone", "noise", "rate", "loss", "shots", "n_ctx"] + \
         (["settings"] if extra or differs else []) + ["accuracy (mean ± std)"] + \
-        (["seed ensemble"] if ensemble else []) + ["seeds"]
+        (["seed ensemble"] if ensemble else []) + (["noisy-set precision / recall"] if partition else []) + ["seeds"]
     body = [[_show(r["dataset"]), _show(r["trainer"]), _show_backbone(r["backbone"]),
              "{}-{}".format(r["noise_type"], r["noise_mode"]), _show(r["noise_rate"]), _show(r["loss"]),
              _show(r["num_shots"]), _show(r["n_ctx"])] + ([_other_settings(r, extra)] if extra or differs else []) +
             ([_stat(r)] if fmt == "latex" else [_mean_std(r)]) +
-            ([_ensemble_cell(r, fmt)] if ensemble else []) + [_seeds_cell(r)] for r in rows]
+            ([_ensemble_cell(r, fmt)] if ensemble else []) + ([_partition_cell(r)] if partition else []) +
+            [_seeds_cell(r)] for r in rows]
     return _tabulate(headers, body, fmt)
+
+
+def _partition_cell(r):
+    """The selection method's final noisy set against the true labels (mean over seeds), in %."""
+    p = r.get("partition")
+    if not p:
+        return "—"
+    return " / ".join("—" if p[k] is None else "{:.1f}".format(p[k]) for k in ("precision", "recall"))
 
 
 def _ensemble_cell(r, fmt="plain"):
@@ -181,6 +191,10 @@ def format_notes(rows, incomplete=(), ddof=0):
     """The footer: which std, runs read from logs, missing and duplicate seeds, incomplete runs."""
     notes = ["accuracy: test accuracy (%), mean ± {} over seeds; the count is the number of seeds averaged".format(
         STD_NAMES.get(ddof, "std (ddof={})".format(ddof)))]
+    if any(r.get("partition") for r in rows):
+        notes.append("noisy-set precision / recall: the sample-selection method's final noisy set U against the "
+                     "true labels, mean over seeds (%): the share of U truly noisy, the share of the noisy samples "
+                     "in U; a random U of the same size has precision equal to the noise rate")
     if any(r.get("ensemble") is not None for r in rows):
         notes.append("seed ensemble: accuracy of the seeds' test logits averaged (what UPL and the paper's release "
                      "report), where every seed saved test_logits.pt; — where they did not")
