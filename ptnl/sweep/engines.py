@@ -27,7 +27,8 @@ def check_finished_runs(plan: Dict) -> Optional[int]:
         if not finished(r):
             continue
         rc, msg = check_finished(r)
-        if rc == 0 and msg.startswith("Done already"):
+        if rc == 0:  # train.py exits 0 on a finished run only when it ran the same settings (stderr may hold
+            # a library's import warning, e.g. real Dassl's dependencies', before "Done already")
             _say("Done already, skipping: {}".format(r["dir"]))
             continue
         if msg:

@@ -34,5 +34,5 @@ done
 ptnl_plan_summary "configs ${CONFIGS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
 FIG=()  # every table and figure these runs allow (gradients and confusion with TRAINER.PTNL.ANALYSIS True)
 if ptnl_can_plot; then FIG=(--report "${OUT}/${DATASET}_ablation_report"); fi
-ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}" "${FIG[@]}"
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report "${FIG[@]}" --pivot "{dirs}"
 ptnl_plan_run

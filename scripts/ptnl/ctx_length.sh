@@ -33,5 +33,5 @@ done
 ptnl_plan_summary "n_ctx ${NCTXS}; losses ${LOSSES}; rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
 FIG=()  # the tables and the accuracy-against-context-length figure (and whatever else the runs allow)
 if ptnl_can_plot; then FIG=(--report "${OUT}/${DATASET}_ctx_length_report"); fi
-ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}" "${FIG[@]}"
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report "${FIG[@]}" --pivot "{dirs}"
 ptnl_plan_run
