@@ -9,6 +9,7 @@ trainer registered there is available by name.
 """
 import argparse
 import contextlib
+import json
 import os
 import sys
 
@@ -88,6 +89,24 @@ def default_settings():
 
 
 def main(args):
+    if args.group:
+        return main_group(args)
+    cfg = prepare(args)
+    if cfg is None:
+        return
+    trainer = cli.RUN.trainer = start(args, cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def prepare(args, grouped=False):
+    """The run's config after every check that comes before a write; None for a dry run (its
+    config printed). A finished run exits here: 0 for the same settings, 3 for others (``grouped``:
+    the same settings return None, the group goes on without it)."""
     cli.check_flag_order(args.opts)  # before yacs reads a flag as a key
     cfg = setup_cfg(args)
     cli.RUN.cfg = cfg
@@ -96,11 +115,18 @@ def main(args):
         print(cfg)
         for line in cli.config_warnings(args, cfg, REPO):
             print(line)
-        return
+        return None
     code, message = finished_run(cfg, defaults=default_settings())  # results.json there: same 0, other 3
     if code is not None:
         print(message, file=sys.stderr if code else sys.stdout)
+        if code == 0 and grouped:
+            return None
         sys.exit(code)
+    return cfg
+
+
+def start(args, cfg):
+    """Seed, ``log.txt`` (stdout is then its tee), the header and the full record, the trainer."""
     if cfg.SEED >= 0:
         print("Setting fixed seed: {}".format(cfg.SEED))
         compat.set_random_seed(cfg.SEED)
@@ -112,14 +138,35 @@ def main(args):
     for line in cli.config_warnings(args, cfg, REPO):
         print(line)
     cli.record(cli.args_text(args, cfg), args.verbose)
-    cli.record("Collecting env info ...\n** System info **\n{}\n".format(compat.collect_env_info()), args.verbose)
-    trainer = cli.RUN.trainer = compat.build_trainer(cfg)
-    if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-        return
-    if not args.no_train:
-        trainer.train()
+    cli.record("Collecting env info ...\n** System info **\n{}\n".format(cli.env_info()), args.verbose)
+    return compat.build_trainer(cfg)
+
+
+def main_group(args):
+    """``--group FILE``: the runs of FILE (a JSON list of train.py argument lists, without
+    ``python train.py``) trained together where their data streams are the same
+    (``ptnl.trainers.group``), each as it would run alone; finished ones are checked and left out."""
+    from ptnl.trainers.group import run_group
+    if args.opts or any(getattr(args, k) for k in ("eval_only", "no_train", "dry_run", "output_dir")):
+        raise ValueError("--group FILE takes no other arguments: each run's are in FILE")
+    try:
+        with open(args.group) as f:
+            runs = json.load(f)
+        assert isinstance(runs, list) and all(isinstance(r, list) and all(isinstance(a, str) for a in r)
+                                             for r in runs)
+    except (OSError, ValueError, AssertionError) as e:
+        raise ValueError("--group {}: expected a JSON list of train.py argument lists ({})".format(
+            args.group, e)) from None
+    parser, specs = build_parser(), []
+    for argv in runs:
+        member = parser.parse_args(argv)
+        if member.group or member.eval_only or member.no_train or member.dry_run:
+            raise ValueError("--group {}: a grouped run trains (no --group, --eval-only, --no-train or "
+                             "--dry-run): {}".format(args.group, " ".join(argv)))
+        cfg = prepare(member, grouped=True)
+        if cfg is not None:
+            specs.append((member, cfg))
+    run_group(specs, start, on_trainer=lambda t: setattr(cli.RUN, "trainer", t))
 
 
 def build_parser():
@@ -145,6 +192,9 @@ def build_parser():
     parser.add_argument("--verbose", action="store_true",
                         help="print the arguments, the full config and the environment on the terminal too "
                              "(they are always in log.txt)")
+    parser.add_argument("--group", type=str, default="", metavar="FILE",
+                        help="train the runs listed in FILE (JSON: a list of train.py argument lists) in one "
+                             "process, one data stream for the runs that share it (what the grid scripts do)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return parser
 

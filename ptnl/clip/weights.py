@@ -5,6 +5,7 @@ local weights registered with ``register_weights``: a function that returns the 
 (building it on first use). The loader knows no local name itself; ``ptnl.pocket`` registers
 ``pocket`` when imported (``ptnl.plugins`` imports it for the trainers and ``train.py``).
 """
+import contextlib
 import hashlib
 import os
 import os.path as osp
@@ -157,11 +158,43 @@ def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):
             fp32 weights. On CPU the weights are always fp32.
     """
     path = resolve_weights(name_or_path)
+    shared = _SHARED.get("models")
+    if shared is not None:  # inside shared_loads(): one model per (weights, device, precision, generator state)
+        key = (path, str(torch.device(device)), prec, _torch_rng_digest())
+        if key in shared:
+            model, after = shared[key]
+            torch.set_rng_state(after)  # the draws building it made, as if it had been built again
+            return model
     model = build_model(read_state_dict(path))
     if prec != "fp16" or torch.device(device).type != "cuda":
         model = model.float()
     model.weights_path = path
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if shared is not None:
+        shared[key] = (model, torch.get_rng_state())
+    return model
+
+
+_SHARED: Dict[str, dict] = {}
+
+
+def _torch_rng_digest() -> str:
+    return hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def shared_loads():
+    """Within the block, ``load_clip`` builds a model once per (weights, device, precision, torch
+    generator state) and returns that same object again, leaving the generator where building it
+    left it: runs built one after another in one process (grouped runs) share frozen encoders and
+    draw exactly what each would draw alone. Only for trainers that never change CLIP's weights."""
+    saved = _SHARED.get("models")
+    _SHARED["models"] = {} if saved is None else saved
+    try:
+        yield
+    finally:
+        if saved is None:
+            _SHARED.pop("models", None)
 
 
 def effective_precision(prec: str, device) -> str:

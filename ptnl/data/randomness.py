@@ -128,6 +128,9 @@ def build_train_loader(cfg, data_source, transform, dataset_wrapper=None, seed=N
         drop_last=dassl_drop if drop_last is None else drop_last and dassl_drop,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
         persistent_workers=workers > 0,  # the epoch travels in the keys: no per-epoch worker start-up
+        # the loader's own seeds come from here, not from the global generator, which training then
+        # leaves untouched (each item reseeds its worker's generators itself)
+        generator=torch.Generator().manual_seed(stream_seed(wrapper.seed, 1 << 30)),
     )
 
 

@@ -378,23 +378,8 @@ class TrainerX(SimpleTrainer):
             meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
             only_few_batches = self.num_batches < self.cfg.TRAIN.PRINT_FREQ
             if meet_freq or only_few_batches:
-                nb_remain = (self.num_batches - self.batch_idx - 1
-                             + (self.max_epoch - self.epoch - 1) * self.num_batches)
-                eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
-                info = [
-                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
-                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
-                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
-                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
-                    f"{losses}",
-                    f"lr {self.get_current_lr():.4e}",
-                    f"eta {eta}",
-                ]
-                print(" ".join(info))
-            n_iter = self.epoch * self.num_batches + self.batch_idx
-            for name, meter in losses.meters.items():
-                self.write_scalar("train/" + name, meter.avg, n_iter)
-            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+                print(batch_line(self, losses, batch_time, data_time))
+            write_batch_scalars(self, losses)
             end = time.time()
 
     def parse_batch_train(self, batch):
@@ -402,3 +387,30 @@ class TrainerX(SimpleTrainer):
         label = batch["label"].to(self.device)
         domain = batch["domain"].to(self.device)
         return input, label, domain
+
+
+def batch_line(trainer, losses, batch_time, data_time):
+    """Dassl's progress line of ``trainer``'s current training batch (epoch, batch, times,
+    losses, lr, ETA); a function, so that runs driven from outside ``run_epoch`` (grouped runs)
+    print it under either engine."""
+    nb_remain = (trainer.num_batches - trainer.batch_idx - 1
+                 + (trainer.max_epoch - trainer.epoch - 1) * trainer.num_batches)
+    eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+    info = [
+        f"epoch [{trainer.epoch + 1}/{trainer.max_epoch}]",
+        f"batch [{trainer.batch_idx + 1}/{trainer.num_batches}]",
+        f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+        f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+        f"{losses}",
+        f"lr {trainer.get_current_lr():.4e}",
+        f"eta {eta}",
+    ]
+    return " ".join(info)
+
+
+def write_batch_scalars(trainer, losses):
+    """TensorBoard's per-batch training scalars of ``trainer``."""
+    n_iter = trainer.epoch * trainer.num_batches + trainer.batch_idx
+    for name, meter in losses.meters.items():
+        trainer.write_scalar("train/" + name, meter.avg, n_iter)
+    trainer.write_scalar("train/lr", trainer.get_current_lr(), n_iter)

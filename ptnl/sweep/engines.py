@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from ptnl.sweep import group
 from ptnl.sweep.plan import (Progress, check_finished, finished, hms, label, run_reports, start_line,
                              sweep_dir)
 
@@ -47,28 +48,44 @@ def header(plan: Dict):
 
 
 def run_local(plan: Dict) -> int:
-    """Today's behaviour: each run in order (finished ones: train.py checks their settings); the
+    """Each run in order (finished ones first: train.py checks their settings), runs that share a
+    data stream grouped into one process (``ptnl.sweep.group``; GROUP=0: one process a run); the
     first failure stops the plan (the same command resumes it); then the plan's table."""
+    import subprocess
     header(plan)
     prog, tag = Progress(plan), plan.get("tag")
-    for i, r in enumerate(plan["runs"]):
+    runs = plan["runs"]
+    for i, r in enumerate(runs):
         if prog.finished[i]:
             rc = check_finished_runs({"runs": [r]})
             if rc:
                 return rc
-            continue
-        if tag:
-            _say(prog.line(i, label(plan, r)))
-        _say(start_line(r))
+    todo = [i for i in range(len(runs)) if not prog.finished[i]]
+    units = group.propose(runs, todo) if group.enabled() else [[i] for i in todo]
+    for k, members in enumerate(units):
+        i = members[0]
+        if len(members) == 1:
+            if tag:
+                _say(prog.line(i, label(plan, runs[i])))
+            _say(start_line(runs[i]))
+            argv = runs[i]["argv"]
+        else:
+            if tag:
+                _say(prog.line(i, "{} runs in one process (one data stream): {}".format(
+                    len(members), "; ".join(label(plan, runs[j]) for j in members))))
+            _say(*(start_line(runs[j]) for j in members))
+            argv = group.group_argv(runs, members, osp.join(sweep_dir(plan["out"]), "groups",
+                                                             "{}-{}.json".format(plan.get("name", "plan"), i)))
         t0 = time.time()
-        import subprocess
-        rc = subprocess.call(r["argv"])
-        prog.record(i, time.time() - t0, rc == 0)
+        rc = subprocess.call(argv)
+        for j in members:
+            prog.record(j, (time.time() - t0) / len(members), finished(runs[j]))
         if rc:
             if not tag:
                 return rc
+            left = [runs[j]["dir"] for j in members if not finished(runs[j])]
             _say("[{}] run {}/{} failed: {} ({}/{} done; the same command resumes)".format(
-                tag, i + 1, prog.total, r["dir"], prog.done, prog.total), err=True)
+                tag, i + 1, prog.total, ", ".join(left) or runs[i]["dir"], prog.done, prog.total), err=True)
             return 1
     if tag:
         _say("[{}] {}/{} runs done, this session {}".format(tag, prog.done, prog.total, hms(time.time() - prog.start)))

@@ -39,6 +39,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
     TRAINS = True  # False: no epoch loop (ZeroshotCLIP, LinearProbe)
     PROMPT_SETTINGS = False  # True: N_CTX, CSC, CLASS_TOKEN_POSITION, CTX_INIT shape the model
     SAVE_TEST_LOGITS = False  # True: always write test_logits.pt (else TRAINER.PTNL.SAVE_TEST_LOGITS)
+    GROUPABLE = False  # True: trains only through this class's training step (ptnl.trainers.group)
 
     # Dassl's own versions fail on current torch; these work under both engines.
     resume_model_if_exist = compat.CheckpointIO.resume_model_if_exist

@@ -137,6 +137,16 @@ def args_text(args, cfg) -> str:
     return "\n".join(lines)
 
 
+_ENV_INFO = []
+
+
+def env_info() -> str:
+    """The toolbox's environment report (slow: it asks pip and the GPU driver), once per process."""
+    if not _ENV_INFO:
+        _ENV_INFO.append(compat.collect_env_info())
+    return _ENV_INFO[0]
+
+
 def record(text: str, verbose: bool) -> None:
     """The full record: on the terminal and in the log with ``--verbose``, else in the log only."""
     if verbose:

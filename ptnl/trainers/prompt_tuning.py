@@ -23,6 +23,7 @@ class PTNL(PTNLTrainerBase):
 
     LEARN_CTX, LEARN_NAMES, FIXED_TEMPLATE = True, False, None
     PROMPT_SETTINGS = True
+    GROUPABLE = True  # its subclasses here too; a subclass with its own epoch loop or stream says False
 
     def build_model(self):
         opts = self.cfg.TRAINER.PTNL

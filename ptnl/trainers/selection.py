@@ -39,6 +39,7 @@ class SampleSelectionTrainer(PTNL):
     partitions in ``before_epoch`` and trains in ``run_epoch`` / ``compute_loss``."""
 
     CFG_NODE = ""
+    GROUPABLE = False  # selects its own training subset each epoch
 
     @property
     def opts(self):

@@ -23,6 +23,7 @@ class UPL(PTNL):
     only read afterwards, to report pseudo-label quality."""
 
     SAVE_TEST_LOGITS = True
+    GROUPABLE = False  # trains on its own pseudo-labelled set
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -1,0 +1,100 @@
+"""Which runs of a plan go to one process (``train.py --group``): the plan's unfinished runs of the
+groupable trainers whose command lines differ only in what each member optimises (trainer among
+``GROUPABLE_TRAINERS``, its config file, output folder, loss and prompt options). This is a
+proposal read from the command lines; ``train.py --group`` applies the stated rule to the resolved
+configs (``ptnl.trainers.group``) and trains separately whatever does not share the stream.
+``GROUP=0`` turns grouping off."""
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Tuple
+
+# the trainers whose class says GROUPABLE (tests/test_group.py checks the two agree)
+GROUPABLE_TRAINERS = ("PTNL", "FullPromptTuning", "CLSTuning")
+# train.py flags with one value, and with several
+_VALUE_FLAGS = {"--root", "--output-dir", "--resume", "--seed", "--config-file", "--dataset-config-file",
+                "--trainer", "--backbone", "--head", "--model-dir", "--load-epoch", "--group"}
+_LIST_FLAGS = {"--source-domains", "--target-domains", "--transforms"}
+_MEMBER_FLAGS = {"--output-dir", "--trainer", "--config-file"}
+# trailing KEY VALUE options each member may set its own way
+MEMBER_OPTS = {"TRAINER.PTNL." + k for k in (
+    "LOSS", "GCE_Q", "SCE_ALPHA", "SCE_BETA", "NCE_ALPHA", "NCE_BETA", "RCE_A", "N_CTX", "CSC", "CTX_INIT",
+    "CTX_INIT_MODE", "CLASS_TOKEN_POSITION", "SAVE_TEST_LOGITS", "ANALYSIS", "KEEP_CHECKPOINTS")}
+
+
+def enabled(env=None) -> bool:
+    return (env if env is not None else os.environ).get("GROUP", "1") not in ("0", "")
+
+
+def split_argv(argv: List[str]) -> Optional[Tuple[List[str], Dict, List[str]]]:
+    """(``python train.py`` prefix, flags, KEY VALUE options) of a run's command line; None when
+    it is not a plain train.py call."""
+    i = next((k for k, a in enumerate(argv) if osp.basename(a) == "train.py"), None)
+    if i is None:
+        return None
+    flags, opts, rest = {}, [], argv[i + 1:]
+    k = 0
+    while k < len(rest):
+        a = rest[k]
+        if a in _VALUE_FLAGS:
+            flags[a] = rest[k + 1] if k + 1 < len(rest) else ""
+            k += 2
+        elif a in _LIST_FLAGS:
+            j = k + 1
+            while j < len(rest) and not rest[j].startswith("--") and not rest[j].isupper():
+                j += 1
+            flags[a] = tuple(rest[k + 1:j])
+            k = j
+        elif a.startswith("--"):
+            flags[a] = True
+            k += 1
+        else:
+            opts = rest[k:]
+            break
+    return argv[:i + 1], flags, opts
+
+
+def proposal_key(argv: List[str]):
+    """What members of one group share in their command lines; None for a run that is never grouped."""
+    parts = split_argv(argv)
+    if parts is None:
+        return None
+    prefix, flags, opts = parts
+    if flags.get("--trainer") not in GROUPABLE_TRAINERS or len(opts) % 2:
+        return None
+    if any(flags.get(f) for f in ("--eval-only", "--no-train", "--dry-run", "--group", "--resume")):
+        return None
+    shared_flags = tuple(sorted((k, v) for k, v in flags.items() if k not in _MEMBER_FLAGS))
+    pairs = dict(zip(opts[0::2], opts[1::2]))  # the last value of a key wins, as in yacs
+    shared_opts = tuple(sorted((k, v) for k, v in pairs.items() if k not in MEMBER_OPTS))
+    return tuple(prefix), shared_flags, shared_opts
+
+
+def propose(runs: List[Dict], todo: List[int], max_size: int = 0) -> List[List[int]]:
+    """The indices ``todo`` of ``runs`` in groups (each group in plan order, groups in order of
+    their first run); runs that are never grouped stay alone. ``max_size`` > 0 caps a group."""
+    groups: Dict[object, List[List[int]]] = {}
+    order: List[List[int]] = []
+    for i in todo:
+        key = proposal_key(runs[i]["argv"])
+        if key is None:
+            order.append([i])
+            continue
+        bucket = groups.setdefault(key, [])
+        if not bucket or (max_size and len(bucket[-1]) >= max_size):
+            bucket.append([])
+            order.append(bucket[-1])
+        bucket[-1].append(i)
+    return order
+
+
+def group_argv(runs: List[Dict], members: List[int], path: str) -> List[str]:
+    """Write the members' train.py arguments to ``path``; the command line that trains them."""
+    prefix, _, _ = split_argv(runs[members[0]]["argv"])
+    lists = [runs[i]["argv"][len(prefix):] for i in members]
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(lists, f, indent=1)
+    os.replace(tmp, path)
+    return list(prefix) + ["--group", path]
