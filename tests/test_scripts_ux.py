@@ -44,7 +44,7 @@ def fake(tmp_path):
 
     def run(script, args, cwd=REPO, **env):
         full = dict(os.environ, PYTHON=str(path), FAKELOG=str(log), OUT=str(tmp_path / "out"), DATA="/data",
-                    SEEDS="1", SHOTS="16")
+                    SEEDS="1", SHOTS="16", GROUP="0")  # the fake train.py runs one run a call (no --group)
         full.pop("CLIP_WEIGHTS", None)
         full.update(env)
         proc = subprocess.run(["bash", osp.join(REPO, script)] + list(args), cwd=cwd, env=full, capture_output=True,

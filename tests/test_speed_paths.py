@@ -99,3 +99,24 @@ def test_lean_quick_gelu_matches_clip_quick_gelu():
     QuickGELU()(y).backward(g)
     torch.testing.assert_close(x.grad, y.grad, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(_QuickGELU.apply, (torch.randn(3, 4, dtype=torch.float64, requires_grad=True),))
+
+
+def test_fp32_build_of_fp16_weights_equals_build_model_then_float(tmp_path):
+    """load_clip skips build_model's fp16 conversion for fp16 files (start-up): the same values,
+    dtypes and initialisation draws as build_model(...).float(); fp32 files keep build_model's path."""
+    from clip.model import build_model
+    from ptnl.clip.weights import _build, read_state_dict
+    from ptnl.data.generated import make_clip
+    path = make_clip(str(tmp_path / "fp32.pt"), kind="vit")
+    half = str(tmp_path / "fp16.pt")
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in read_state_dict(path).items()}, half)
+    for p in (path, half):
+        sd = read_state_dict(p)
+        torch.manual_seed(3)
+        ref = build_model(dict(sd)).float().state_dict()
+        after_ref = torch.get_rng_state()
+        torch.manual_seed(3)
+        got = _build(dict(sd), half=False).state_dict()
+        assert torch.equal(after_ref, torch.get_rng_state())
+        assert ref.keys() == got.keys()
+        assert all(ref[k].dtype == got[k].dtype and torch.equal(ref[k], got[k]) for k in ref)

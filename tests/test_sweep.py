@@ -41,7 +41,8 @@ def fake_env(tmp_path):
     path.write_text(FAKE.format(python=sys.executable))
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return dict(os.environ, PYTHON=str(path), FAKELOG=str(tmp_path / "fake.log"), OUT=str(tmp_path / "out"),
-                DATA="/data", SEEDS="1 2", SHOTS="16", CONFIGS="ClassifierR", RATES="0.0 0.5", LOSSES="ce")
+                DATA="/data", SEEDS="1 2", SHOTS="16", CONFIGS="ClassifierR", RATES="0.0 0.5", LOSSES="ce",
+                GROUP="0")  # the fake train.py runs one run a call (no --group)
 
 
 def ablation(env, **extra):

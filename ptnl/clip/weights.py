@@ -165,14 +165,29 @@ def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):
             model, after = shared[key]
             torch.set_rng_state(after)  # the draws building it made, as if it had been built again
             return model
-    model = build_model(read_state_dict(path))
-    if prec != "fp16" or torch.device(device).type != "cuda":
-        model = model.float()
+    model = _build(read_state_dict(path), half=prec == "fp16" and torch.device(device).type == "cuda")
     model.weights_path = path
     model = model.to(device).eval()
     if shared is not None:
         shared[key] = (model, torch.get_rng_state())
     return model
+
+
+def _build(sd, half: bool):
+    """``clip.model.build_model`` (the same modules, initialisation draws and values), in fp16 where
+    ``half`` else fp32. A release is stored in fp16; for fp32 its conversion to fp16 and back is
+    skipped (fp16 numbers are exact in fp32), which saves about 1.5 s of a ViT-B/32 start on CPU.
+    Files with other float types take build_model's own path (it rounds its weights to fp16)."""
+    if half or not all(t.dtype == torch.float16 for t in sd.values() if t.is_floating_point()):
+        model = build_model(sd)
+        return model if half else model.float()
+    import clip.model as clip_model
+    convert = clip_model.convert_weights
+    clip_model.convert_weights = lambda model: None  # fp32 modules take the fp16 values as they are
+    try:
+        return build_model(sd)
+    finally:
+        clip_model.convert_weights = convert
 
 
 _SHARED: Dict[str, dict] = {}

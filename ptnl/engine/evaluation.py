@@ -4,7 +4,6 @@ from collections import OrderedDict, defaultdict
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score
 
 from .utils import Registry, check_availability
 
@@ -71,6 +70,7 @@ class Classification(EvaluatorBase):
         results = OrderedDict()
         acc = 100.0 * self._correct / self._total
         err = 100.0 - acc
+        from sklearn.metrics import f1_score  # here, not at import: scikit-learn takes seconds to import
         macro_f1 = 100.0 * f1_score(self._y_true, self._y_pred, average="macro",
                                     labels=np.unique(self._y_true))
         results["accuracy"] = acc
@@ -97,6 +97,7 @@ class Classification(EvaluatorBase):
             print(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
         if self.cfg.TEST.COMPUTE_CMAT:
+            from sklearn.metrics import confusion_matrix
             cmat = confusion_matrix(self._y_true, self._y_pred, normalize="true")
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
             torch.save(cmat, save_path)
