@@ -64,3 +64,15 @@ def timed(fn, repeat):
         times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2]
+
+
+def make_bench(work, arch="ViT-B/32", classes=47, per_class=14):
+    """The bench under ``work``: ``data/`` (a generated DTD-layout dataset of ``classes`` classes,
+    ``per_class`` 256-px images each) and ``clip.pt`` (``arch`` at random init, fp16 as a release);
+    returns the weights path."""
+    import torch
+    from ptnl.data.generated import make_dtd
+    make_dtd(os.path.join(work, "data"), num_classes=classes, per_class=per_class, size=256)
+    weights = os.path.join(work, "clip.pt")
+    torch.save(random_clip(arch).half().state_dict(), weights)
+    return weights

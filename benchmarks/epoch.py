@@ -10,11 +10,10 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
-from benchmarks.common import REPO, random_clip
+from benchmarks.common import REPO, make_bench
 from benchmarks.startup import train_argv
 
 OFF = ["TRAINER.PTNL.TRUNCATE_TEXT", "False", "TRAINER.PTNL.CACHE_FEATURES", "False",
@@ -36,14 +35,10 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=47)
     p.add_argument("--per-class", type=int, default=14)
     a = p.parse_args(argv)
-    import torch
-    from ptnl.data.generated import make_dtd
     work = tempfile.mkdtemp(prefix="ptnl-bench-epoch-")
     times = {}
     try:
-        make_dtd(os.path.join(work, "data"), num_classes=a.classes, per_class=a.per_class, size=256)
-        weights = os.path.join(work, "clip.pt")
-        torch.save(random_clip(a.arch).half().state_dict(), weights)
+        weights = make_bench(work, a.arch, a.classes, a.per_class)
         split = os.path.join(work, "data", "dtd", "split_fewshot")
         for prec in ("fp32", "bf16"):
             opts = ["TRAINER.PTNL.PREC", prec]

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import REPO, random_clip
+from benchmarks.common import REPO, make_bench
 
 LOSSES = "ce gce mae sce nce_rce"
 
@@ -50,13 +50,9 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--losses", default=LOSSES)
     a = p.parse_args(argv)
-    import torch
-    from ptnl.data.generated import make_dtd
     work = tempfile.mkdtemp(prefix="ptnl-bench-grid-")
     try:
-        make_dtd(os.path.join(work, "data"), num_classes=a.classes, per_class=a.per_class, size=256)
-        weights = os.path.join(work, "clip.pt")
-        torch.save(random_clip(a.arch).half().state_dict(), weights)
+        weights = make_bench(work, a.arch, a.classes, a.per_class)
         warm = argparse.Namespace(**dict(vars(a), epochs=1, losses="ce"))
         grid(work, weights, "warm-up", warm, group=False)  # the test split's features into the shared cache
         separate, acc_sep = grid(work, weights, "separate", a, group=False)

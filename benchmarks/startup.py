@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import REPO, random_clip
+from benchmarks.common import REPO, make_bench
 
 FLOOR = ("import time; t = time.perf_counter(); import torch, clip; from ptnl.clip.weights import read_state_dict; "
          "read_state_dict({path!r}); print(time.perf_counter() - t)")
@@ -61,13 +61,9 @@ def main(argv=None):
     p.add_argument("--per-class", type=int, default=14)
     p.add_argument("--repeat", type=int, default=3)
     a = p.parse_args(argv)
-    import torch
-    from ptnl.data.generated import make_dtd
     work = tempfile.mkdtemp(prefix="ptnl-bench-startup-")
     try:
-        make_dtd(os.path.join(work, "data"), num_classes=a.classes, per_class=a.per_class, size=256)
-        weights = os.path.join(work, "clip.pt")
-        torch.save(random_clip(a.arch).half().state_dict(), weights)
+        weights = make_bench(work, a.arch, a.classes, a.per_class)
         floor = sorted(floor_seconds(weights) for _ in range(a.repeat))[a.repeat // 2]
         cold, warm = [], []
         for k in range(a.repeat):

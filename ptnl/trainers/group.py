@@ -19,8 +19,6 @@ import sys
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
-import torch
-
 from ptnl import compat
 from ptnl.clip.weights import shared_loads
 from ptnl.engine.trainer import batch_line, write_batch_scalars
