@@ -178,20 +178,23 @@ def test_sweep_proposes_groups_from_command_lines():
     assert sweep_group.propose(runs, [0, 1, 4], max_size=2) == [[0, 1], [4]]
 
 
-def test_grid_script_groups_and_group_0_does_not(world, tmp_path):
-    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), DATA=world["data"], CLIP_WEIGHTS=world["clip"],
-               CONFIGS="PTNL", RATES="0.5", LOSSES="ce gce", SEEDS="1", SHOTS="4")
+def test_grid_script_groups_runs_that_share_a_stream(world, tmp_path):
+    """ablation.sh's PTNL runs of one rate and seed go to one process; each keeps its progress line
+    and its results equal a lone run's (GROUP=0, one process a run, is what the fake-train.py tests
+    of test_scripts_ux.py and test_sweep.py run)."""
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), DATA=world["data"],
+               CLIP_WEIGHTS=world["clip"], CONFIGS="PTNL", RATES="0.5", LOSSES="ce gce", SEEDS="1", SHOTS="4")
     cmd = ["bash", "scripts/ptnl/ablation.sh", "dtd", "rn50", "OPTIM.MAX_EPOCH", "1"] + SMALL_OPTS
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 runs in one process (one data stream)" in proc.stdout
-    accs = {}
-    for path in sorted(p for p in subprocess.check_output(["find", str(tmp_path / "out"), "-name", "results.json"],
-                                                        text=True).split()):
-        accs[path.replace(str(tmp_path / "out"), "")] = record(osp.dirname(path))["accuracy"]
-    assert len(accs) == 2
-    env.update(OUT=str(tmp_path / "out0"), GROUP="0")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "in one process" not in proc.stdout
-    for rel, acc in accs.items():
-        assert record(osp.dirname(str(tmp_path / "out0") + rel))["accuracy"] == acc
+    for i in (1, 2):
+        assert re.search(r"\[ablation\] run {}/2 .*\(1 of 2 runs in one process, one data stream\)".format(i),
+                         proc.stdout)
+    assert proc.stdout.count("Grouped with 1 other run(s)") == 2
+    for loss in ("ce", "gce"):
+        found = [p for p in (tmp_path / "out").rglob("results.json") if "/{}/".format(loss) in str(p)]
+        assert len(found) == 1
+        lone = tmp_path / "lone" / loss
+        run(argv(world, lone, loss, ["OPTIM.MAX_EPOCH", "1"]))
+        assert record(str(found[0].parent))["accuracy"] == record(str(lone))["accuracy"]
+    assert sweep_group.enabled({}) and not sweep_group.enabled({"GROUP": "0"})

@@ -70,9 +70,9 @@ def run_local(plan: Dict) -> int:
             _say(start_line(runs[i]))
             argv = runs[i]["argv"]
         else:
-            if tag:
-                _say(prog.line(i, "{} runs in one process (one data stream): {}".format(
-                    len(members), "; ".join(label(plan, runs[j]) for j in members))))
+            if tag:  # each run keeps its line; the group's runs say they share one process
+                _say(*(prog.line(j, "{} (1 of {} runs in one process, one data stream)".format(
+                    label(plan, runs[j]), len(members))) for j in members))
             _say(*(start_line(runs[j]) for j in members))
             argv = group.group_argv(runs, members, osp.join(sweep_dir(plan["out"]), "groups",
                                                              "{}-{}.json".format(plan.get("name", "plan"), i)))
