@@ -5,7 +5,8 @@
 #
 # Environment (besides main.sh's DATA, SEEDS, SHOTS, NOISE_TYPE, NOISE_MODE, OUT, CLIP_WEIGHTS, ...):
 # CONFIGS ("ClassifierR ClassifierC TEncFT PTNL FullPromptTuning CLSTuning"),
-# RATES ("0.0 0.125 0.25 0.5 0.75"), LOSSES ("ce gce"). Finished runs are skipped; an
+# RATES ("0.0 0.125 0.25 0.5 0.75"), LOSSES ("ce gce"), GROUP (1: the prompt trainers' runs of one
+# rate and seed train in one process, train.py --group; 0: one a run). Finished runs are skipped; an
 # "[ablation] run i/N" line with the ETA starts each run. The table holds this grid's runs only
 # (ALL_RUNS=1: every run under $OUT/<DATASET>).
 set -euo pipefail

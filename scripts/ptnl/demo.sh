@@ -14,7 +14,8 @@
 #
 # Environment: OUT (default <ptnl cache>/pocket-demo), SEEDS ("1 2"), SHOTS (16), EPOCHS (50),
 # RATES ("0.0 0.25 0.5 0.75"), PYTHON, PTNL_CACHE_DIR (where the pocket world is cached), FIGURES
-# (the figures' folder, default OUT; FIGURES=docs regenerates the README's).
+# (the figures' folder, default OUT; FIGURES=docs regenerates the README's), GROUP (1: PTNL's CE and
+# GCE runs of a rate and seed train in one process; 0: one a run).
 # Finished runs are skipped, so a second call only prints the table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

@@ -97,7 +97,9 @@ ptnl_run_dir() {
 # main.sh writes each run's train.py command line and folder (PTNL_PLAN_APPEND); the engine prints
 # "[TAG] N runs (D done already)", a "[TAG] run i/N [###...] d/N done, elapsed, ETA" line before each
 # unfinished run, main.sh's Running/Resuming/Retrying/Done already lines, then the table.
-# DRY_RUN=1 prints the plan and a GPU-hours estimate from the finished runs' wall_time_s.
+# DRY_RUN=1 prints the plan and a GPU-hours estimate from the finished runs' wall_time_s. With
+# ENGINE=local, runs that share a data stream (same dataset, shots, seed, noise, ...; other losses or
+# prompt trainers) train in one process (train.py --group, README "Grouped runs"); GROUP=0: one a run.
 
 # python -m ptnl.sweep with a plain Python (it needs no torch; PYTHON may be a fake or another env).
 ptnl_sweep() {
