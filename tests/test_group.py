@@ -178,18 +178,24 @@ def test_sweep_proposes_groups_from_command_lines():
     assert sweep_group.propose(runs, [0, 1, 4], max_size=2) == [[0, 1], [4]]
 
 
-def test_grid_script_groups_runs_that_share_a_stream(world, tmp_path):
-    """ablation.sh's PTNL runs of one rate and seed go to one process; each keeps its progress line
-    and its results equal a lone run's (GROUP=0, one process a run, is what the fake-train.py tests
-    of test_scripts_ux.py and test_sweep.py run)."""
+@pytest.mark.parametrize("engine", ["local", "gpus"])
+def test_grid_script_groups_runs_that_share_a_stream(world, tmp_path, engine):
+    """ablation.sh's PTNL runs of one rate and seed go to one process (ENGINE=gpus: on one GPU);
+    each keeps its progress line and its results equal a lone run's (GROUP=0, one process a run, is
+    what the fake-train.py tests of test_scripts_ux.py and test_sweep.py run)."""
     env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), DATA=world["data"],
-               CLIP_WEIGHTS=world["clip"], CONFIGS="PTNL", RATES="0.5", LOSSES="ce gce", SEEDS="1", SHOTS="4")
+               CLIP_WEIGHTS=world["clip"], CONFIGS="PTNL", RATES="0.5", LOSSES="ce gce", SEEDS="1", SHOTS="4",
+               ENGINE=engine, GPUS="0 1")
     cmd = ["bash", "scripts/ptnl/ablation.sh", "dtd", "rn50", "OPTIM.MAX_EPOCH", "1"] + SMALL_OPTS
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for i in (1, 2):
         assert re.search(r"\[ablation\] run {}/2 .*\(1 of 2 runs in one process, one data stream\)".format(i),
                          proc.stdout)
+    if engine == "gpus":  # the group's output went to its log
+        logs = list((tmp_path / "out" / ".sweep" / "logs").glob("*.out"))
+        assert len(logs) == 1 and "done on GPU 0" in proc.stdout
+        proc.stdout = logs[0].read_text()
     assert proc.stdout.count("Grouped with 1 other run(s)") == 2
     for loss in ("ce", "gce"):
         found = [p for p in (tmp_path / "out").rglob("results.json") if "/{}/".format(loss) in str(p)]

@@ -1,6 +1,7 @@
 """Engines that execute a plan on this machine: ``local`` (one run after another, main.sh's lines and
 the grids' count and ETA), ``gpus`` (one run per GPU of ``GPUS`` at a time, ``CUDA_VISIBLE_DEVICES``
-set per run, a failed run reported and the others going on) and ``task`` (one run of a plan: what a
+set per run, a failed run reported and the others going on; both train the runs that share a data
+stream as one process, ``ptnl.sweep.group``) and ``task`` (one run of a plan: what a
 SLURM array element executes)."""
 import os
 import os.path as osp
@@ -8,7 +9,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ptnl.sweep import group
 from ptnl.sweep.plan import (Progress, check_finished, finished, hms, label, run_reports, start_line,
@@ -47,6 +48,29 @@ def header(plan: Dict):
                                                                plan["desc"]))
 
 
+def units(plan: Dict, todo: List[int]) -> List[Tuple[List[int], List[str]]]:
+    """The plan's runs ``todo`` as (run indices, command line): the runs that share a data stream
+    as one ``train.py --group`` process (``ptnl.sweep.group``; GROUP=0: one process a run)."""
+    runs = plan["runs"]
+    out = []
+    for members in (group.propose(runs, todo) if group.enabled() else [[i] for i in todo]):
+        if len(members) == 1:
+            out.append((members, runs[members[0]]["argv"]))
+            continue
+        path = osp.join(sweep_dir(plan["out"]), "groups", "{}-{}.json".format(plan.get("name", "plan"), members[0]))
+        out.append((members, group.group_argv(runs, members, path)))
+    return out
+
+
+def unit_lines(plan: Dict, prog: Progress, members: List[int], where: str = "") -> List[str]:
+    """The progress line of each run of a unit; a group's runs say they share one process."""
+    runs = plan["runs"]
+    if len(members) == 1:
+        return [prog.line(members[0], label(plan, runs[members[0]]) + where)]
+    return [prog.line(j, "{}{} (1 of {} runs in one process, one data stream)".format(
+        label(plan, runs[j]), where, len(members))) for j in members]
+
+
 def run_local(plan: Dict) -> int:
     """Each run in order (finished ones first: train.py checks their settings), runs that share a
     data stream grouped into one process (``ptnl.sweep.group``; GROUP=0: one process a run); the
@@ -61,21 +85,11 @@ def run_local(plan: Dict) -> int:
             if rc:
                 return rc
     todo = [i for i in range(len(runs)) if not prog.finished[i]]
-    units = group.propose(runs, todo) if group.enabled() else [[i] for i in todo]
-    for k, members in enumerate(units):
+    for members, argv in units(plan, todo):
         i = members[0]
-        if len(members) == 1:
-            if tag:
-                _say(prog.line(i, label(plan, runs[i])))
-            _say(start_line(runs[i]))
-            argv = runs[i]["argv"]
-        else:
-            if tag:  # each run keeps its line; the group's runs say they share one process
-                _say(*(prog.line(j, "{} (1 of {} runs in one process, one data stream)".format(
-                    label(plan, runs[j]), len(members))) for j in members))
-            _say(*(start_line(runs[j]) for j in members))
-            argv = group.group_argv(runs, members, osp.join(sweep_dir(plan["out"]), "groups",
-                                                             "{}-{}.json".format(plan.get("name", "plan"), i)))
+        if tag:
+            _say(*unit_lines(plan, prog, members))
+        _say(*(start_line(runs[j]) for j in members))
         t0 = time.time()
         rc = subprocess.call(argv)
         for j in members:
@@ -117,9 +131,8 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
     prog, tag = Progress(plan, workers=len(gpus)), plan.get("tag") or "gpus"
     prog.plan = dict(plan, tag=tag)
     todo = queue.Queue()
-    for i, r in enumerate(plan["runs"]):
-        if not prog.finished[i]:
-            todo.put(i)
+    for unit in units(plan, [i for i in range(len(plan["runs"])) if not prog.finished[i]]):
+        todo.put(unit)
     logs = osp.join(sweep_dir(plan["out"]), "logs")
     os.makedirs(logs, exist_ok=True)
     lock, failed = threading.Lock(), []
@@ -127,29 +140,32 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
     def worker(gpu):
         while True:
             try:
-                i = todo.get_nowait()
+                members, argv = todo.get_nowait()
             except queue.Empty:
                 return
-            r = plan["runs"][i]
-            log = osp.join(logs, "{}-{}.out".format(plan["name"], i))
+            starts = [start_line(plan["runs"][j]) for j in members]
+            log = osp.join(logs, "{}-{}.out".format(plan["name"], members[0]))
             with lock:
-                _say(prog.line(i, "{} on GPU {}".format(label(plan, r), gpu)), start_line(r))
+                _say(*unit_lines(plan, prog, members, " on GPU {}".format(gpu)), *starts)
             t0 = time.time()
             with open(log, "w") as f:
-                f.write(start_line(r) + "\n")
+                f.write("\n".join(starts) + "\n")
                 f.flush()
-                code = subprocess.call(r["argv"], stdout=f, stderr=subprocess.STDOUT,
+                code = subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT,
                                        env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu)))
             with lock:
-                prog.record(i, time.time() - t0, code == 0)
-                if code:
-                    why = error_line(log) or "exit {}".format(code)
-                    failed.append((i, r["dir"], why, log))
-                    _say("[{}] run {}/{} failed on GPU {}: {}: {} (log {})".format(
-                        tag, i + 1, prog.total, gpu, r["dir"], why, log), err=True)
-                else:
-                    _say("[{}] run {}/{} done on GPU {} in {}: {}".format(
-                        tag, i + 1, prog.total, gpu, hms(time.time() - t0), r["dir"]))
+                for i in members:
+                    r = plan["runs"][i]
+                    ok = finished(r) if len(members) > 1 else code == 0
+                    prog.record(i, (time.time() - t0) / len(members), ok)
+                    if not ok:
+                        why = error_line(log) or "exit {}".format(code)
+                        failed.append((i, r["dir"], why, log))
+                        _say("[{}] run {}/{} failed on GPU {}: {}: {} (log {})".format(
+                            tag, i + 1, prog.total, gpu, r["dir"], why, log), err=True)
+                    else:
+                        _say("[{}] run {}/{} done on GPU {} in {}: {}".format(
+                            tag, i + 1, prog.total, gpu, hms(time.time() - t0), r["dir"]))
 
     threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in gpus]
     for t in threads:
