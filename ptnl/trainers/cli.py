@@ -173,24 +173,33 @@ def _finish_line(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def exit_line(e: BaseException, trainer=None, cfg=None) -> str:
+    """The line that ends a run's log when ``e`` stops it: ``Interrupted at epoch`` for Ctrl-C,
+    ``Error: <message>`` for a user error, ``Error: <type>: <message>`` for a crash."""
+    if isinstance(e, KeyboardInterrupt):
+        return interrupted_message(trainer, cfg)
+    if isinstance(e, USER_ERRORS):
+        return "Error: {}".format(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    return "Error: {}: {}".format(type(e).__name__, e)
+
+
 @contextlib.contextmanager
 def exit_handler():
     """Around ``main``: a user error is one ``Error:`` line (exit 2), Ctrl-C one ``Interrupted at
     epoch`` line (exit 130); both, and any other crash's ``Error:`` line, end the run's log."""
     try:
         yield
-    except KeyboardInterrupt:
-        _finish_line(interrupted_message(RUN.trainer, RUN.cfg))
+    except KeyboardInterrupt as e:
+        _finish_line(exit_line(e, RUN.trainer, RUN.cfg))
         sys.exit(130)
     except USER_ERRORS as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         if os.environ.get("PTNL_DEBUG"):
-            to_log("Error: {}".format(msg))
+            to_log(exit_line(e))
             raise
-        _finish_line("Error: {}".format(msg))
+        _finish_line(exit_line(e))
         print("(set PTNL_DEBUG=1 for the full traceback)", file=sys.stderr)
         sys.exit(2)
     except Exception as e:  # a crash: the traceback follows on stderr, the log says why it stopped
-        to_log("Error: {}: {}".format(type(e).__name__, e))
+        to_log(exit_line(e))
         raise
 

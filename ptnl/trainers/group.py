@@ -130,12 +130,6 @@ class Member:
             self.rng = global_rng_state()
             sys.stdout = terminal
 
-    def to_log(self, line):
-        f = getattr(self.stdout, "file", None)
-        if f is not None and not f.closed:
-            f.write(line + "\n")
-            f.flush()
-
 
 def member_labels(cfgs) -> List[str]:
     """Short names telling the members apart on the terminal: the settings that differ."""
@@ -205,11 +199,11 @@ def train_group(members: List[Member]):
         for m in members:
             with m.scope() as t:
                 t.after_train()
-    except BaseException as e:
-        from ptnl.trainers.cli import interrupted_message
+    except BaseException as e:  # each member's log ends as a lone run's would
+        from ptnl.trainers.cli import exit_line, to_log
         for m in members:
-            m.to_log(interrupted_message(m.trainer, m.cfg) if isinstance(e, KeyboardInterrupt)
-                     else "Error: {}".format(e.args[0] if isinstance(e, KeyError) and e.args else e))
+            with m.scope() as t:
+                to_log(exit_line(e, t, m.cfg))
         raise
     finally:
         for visual, _ in encoders.values():
