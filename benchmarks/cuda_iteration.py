@@ -1,5 +1,6 @@
 """Per-iteration time and peak GPU memory of PTNL prompt tuning on a CUDA machine: RN50 and
-ViT-B/32 (random weights), 47 and 1000 classes, fp16 and fp32, text truncation on and off.
+ViT-B/32 (random weights), 47 and 1000 classes, fp16 and fp32, the text encoder on all 77
+positions, truncated, and truncated with the shared prefix computed once.
 
     python -m benchmarks.cuda_iteration [--batch 32] [--iters 20]
 
@@ -77,7 +78,12 @@ def measure_grouped(arch, n_classes, prec, members, batch, iters, device="cuda")
     return _timed(grouped, dev, iters)[0], _timed(separate, dev, iters)[0]
 
 
-def measure(arch, n_classes, prec, truncate, batch, iters):
+MODES = {"full": (False, False), "truncated": (True, False), "shared": (True, True)}
+
+
+def measure(arch, n_classes, prec, mode, batch, iters):
+    """(ms per iteration, peak MB) with the text encoder ``mode``: full 77 positions, truncated
+    to the last end-of-text token, or truncated with the shared prefix computed once."""
     import torch
     from ptnl.losses import build_loss
     from ptnl.clip.prompts import PromptCLIP, PromptLearner
@@ -88,7 +94,7 @@ def measure(arch, n_classes, prec, truncate, batch, iters):
         convert_weights(model)
     learner = PromptLearner(class_names(n_classes), model, n_ctx=16)
     clip = PromptCLIP(learner, model).to(dev)
-    clip.text_encoder.truncate = truncate
+    clip.text_encoder.truncate, clip.text_encoder.share_prefix = MODES[mode]
     opt = torch.optim.SGD(learner.parameters(), lr=0.002, momentum=0.9)
     loss_fn = build_loss("ce")
     images = torch.randn(batch, 3, 224, 224, device=dev)
@@ -130,15 +136,19 @@ def main(argv=None):
                 arch, prec, grouped, separate, separate / grouped))
     if a.device != "cuda":
         return
-    print("{:<9} {:>7} {:>5} {:>24} {:>24} {:>8} {:>8}".format(
-        "arch", "classes", "prec", "full: ms/it / peak MB", "truncated: ms/it / MB", "speed", "memory"))
+    print("text encoder: full 77 positions | truncated to the last end-of-text token | truncated with the shared "
+          "prefix (SOS + context) once; ms per iteration / peak MB, speed and memory against full")
+    print("{:<9} {:>7} {:>5} {:>18} {:>18} {:>18} {:>15} {:>15}".format(
+        "arch", "classes", "prec", "full", "truncated", "shared prefix", "trunc speed/mem", "shared speed/mem"))
     for arch in ARCHS:
         for n in (47, 1000):
             for prec in ("fp16", "fp32"):
-                full = measure(arch, n, prec, False, a.batch, a.iters)
-                trunc = measure(arch, n, prec, True, a.batch, a.iters)
-                print("{:<9} {:>7} {:>5} {:>12.1f} / {:>8.0f} {:>12.1f} / {:>8.0f} {:>7.2f}x {:>7.2f}x".format(
-                    arch, n, prec, full[0], full[1], trunc[0], trunc[1], full[0] / trunc[0], full[1] / trunc[1]))
+                r = {mode: measure(arch, n, prec, mode, a.batch, a.iters) for mode in MODES}
+                print("{:<9} {:>7} {:>5} {:>9.1f} / {:>6.0f} {:>9.1f} / {:>6.0f} {:>9.1f} / {:>6.0f} {:>7.2f}x/{:.2f}x "
+                      "{:>7.2f}x/{:.2f}x".format(
+                          arch, n, prec, *r["full"], *r["truncated"], *r["shared"],
+                          r["full"][0] / r["truncated"][0], r["full"][1] / r["truncated"][1],
+                          r["full"][0] / r["shared"][0], r["full"][1] / r["shared"][1]))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """One epoch of the bench (PTNL, ViT-B/32 architecture with random weights, a generated 47-class
 DTD-layout dataset, 4 shots, batch 32: 5 iterations, then the test split) through ``train.py``,
-whole-process wall time: every optimisation off (full-length text encoder, no feature cache, no
-decoded-image cache), then on from a cold cache (empty PTNL cache, no few-shot split file) and warm
+whole-process wall time: every optimisation the config switches off (full-length text encoder, no
+shared prompt prefix, no feature cache, no decoded-image cache), then on from a cold cache (empty PTNL cache, no few-shot split file) and warm
 (the same command again in a new folder), in fp32 and in bf16 (CPU autocast).
 
     python -m benchmarks.epoch [--arch ViT-B/32] [--classes 47] [--per-class 14]
@@ -16,8 +16,8 @@ import time
 from benchmarks.common import REPO, make_bench
 from benchmarks.startup import train_argv
 
-OFF = ["TRAINER.PTNL.TRUNCATE_TEXT", "False", "TRAINER.PTNL.CACHE_FEATURES", "False",
-       "TRAINER.PTNL.DECODE_CACHE_MB", "0"]
+OFF = ["TRAINER.PTNL.TRUNCATE_TEXT", "False", "TRAINER.PTNL.SHARE_PREFIX", "False",
+       "TRAINER.PTNL.CACHE_FEATURES", "False", "TRAINER.PTNL.DECODE_CACHE_MB", "0"]
 
 
 def one_epoch(work, weights, name, opts, cache):

@@ -1,5 +1,5 @@
 """(c) A 2-seed x 2-loss x 3-rate PTNL sweep through scripts/ptnl/main.sh on a generated
-DTD-layout dataset, with every optimisation on (text truncation, feature cache, decoded images
+DTD-layout dataset, with every optimisation on (text truncation, shared prompt prefix, feature cache, decoded images
 kept in memory; cold cache at the start) vs all off. Real architecture, random weights.
 
     python -m benchmarks.sweep [--arch RN50] [--classes 47] [--shots 2] [--epochs 2]
@@ -14,8 +14,8 @@ import time
 
 from benchmarks.common import REPO, random_clip
 
-OFF = ["TRAINER.PTNL.TRUNCATE_TEXT", "False", "TRAINER.PTNL.CACHE_FEATURES", "False",
-       "TRAINER.PTNL.DECODE_CACHE_MB", "0"]
+OFF = ["TRAINER.PTNL.TRUNCATE_TEXT", "False", "TRAINER.PTNL.SHARE_PREFIX", "False",
+       "TRAINER.PTNL.CACHE_FEATURES", "False", "TRAINER.PTNL.DECODE_CACHE_MB", "0"]
 
 
 def sweep(work, weights, opts, tag, a):

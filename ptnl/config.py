@@ -116,6 +116,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.SAVE_TEST_LOGITS = False  # write test_logits.pt (UPL always does) for seed ensembles
     cfg.TRAINER.PTNL.ANALYSIS = False  # per-epoch gradient norms of clean vs noisy samples, confusion matrix
     cfg.TRAINER.PTNL.TRUNCATE_TEXT = True  # run the text transformer only up to the last end-of-text token
+    cfg.TRAINER.PTNL.SHARE_PREFIX = True  # compute the prompts' common start (SOS + shared context) once, not per class
     cfg.TRAINER.PTNL.CACHE_FEATURES = True  # evaluate from cached test-split image features
     cfg.TRAINER.PTNL.DECODE_CACHE_MB = 1024  # keep decoded training images in memory up to this size; 0: off
     cfg.TRAINER.PTNL.KEEP_CHECKPOINTS = 1  # periodic checkpoints kept (newest); 0 keeps all

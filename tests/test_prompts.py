@@ -1,5 +1,7 @@
 """ptnl.prompts (CoOp prompt learner) and ptnl.clip_backbone.TextEncoder, on small real-class CLIPs
 saved to a file and loaded through the users' loader."""
+import copy
+
 import pytest
 import torch
 
@@ -268,6 +270,82 @@ def test_text_encoder_runs_only_needed_positions(vit_clip):
     finally:
         handle.remove()
     assert seen == [int(pl.tokenized_prompts.argmax(-1).max()) + 1, 77]
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("learn_names", (False, True))
+@pytest.mark.parametrize("position", ("end", "middle"))
+def test_shared_prefix_equals_the_full_transformer(clip_model, position, learn_names, device):
+    """Computing the prompts' common start once (SOS + the shared context) gives the features and
+    the context's gradient of the transformer run on every whole prompt (the causal mask makes the
+    prefix's states independent of the class)."""
+    if device != "cpu":  # a copy: the module's fixture stays on the CPU for the other tests
+        clip_model = copy.deepcopy(clip_model)
+    pl = learner(clip_model, seed=1, n_ctx=6, position=position, learn_names=learn_names)
+    with torch.no_grad():
+        pl.ctx.normal_(std=0.5)
+    pl.ctx.requires_grad_(True)
+    pl, enc = pl.to(device), TextEncoder(clip_model).to(device)
+    assert pl.shared_positions() == 1 + (6 if position == "end" else 3)
+    out = {}
+    for share in (True, False):
+        enc.share_prefix = share
+        pl.ctx.grad = None
+        f = enc(pl(), pl.tokenized_prompts, pl.shared_positions())
+        (f.square().sum() + 3 * f[:, 0].sum()).backward()
+        out[share] = f.detach(), pl.ctx.grad.clone()
+    torch.testing.assert_close(out[True][0], out[False][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[True][1], out[False][1], atol=1e-4, rtol=1e-4)
+    assert out[True][1].abs().max() > 1e-3  # the gradient reaches the context through keys and values
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16))
+def test_shared_prefix_in_half_precision_on_cuda(vit_clip, dtype):
+    """fp16 (PREC fp16's weights) and bf16 (autocast) on CUDA: the shared path stays within the
+    half-precision rounding of the full one."""
+    vit_clip = copy.deepcopy(vit_clip)
+    pl = learner(vit_clip, seed=2, n_ctx=8).cuda()
+    enc = TextEncoder(vit_clip).cuda()
+    feats = {}
+    for share in (True, False):
+        enc.share_prefix = share
+        with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
+            feats[share] = enc(pl(), pl.tokenized_prompts, pl.shared_positions()).float()
+    torch.testing.assert_close(feats[True], feats[False], atol=2e-2, rtol=2e-2)
+
+
+def test_shared_prefix_runs_the_prefix_once(vit_clip):
+    pl = learner(vit_clip, n_ctx=4)
+    seen = []
+    handle = vit_clip.transformer.resblocks[0].ln_1.register_forward_hook(
+        lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    try:
+        with torch.no_grad():
+            TextEncoder(vit_clip)(pl(), pl.tokenized_prompts, pl.shared_positions())
+    finally:
+        handle.remove()
+    n = int(pl.tokenized_prompts.argmax(-1).max()) + 1
+    assert seen == [5 + len(CLASSNAMES) * (n - 5)]  # SOS + 4 context tokens once, the rest per class
+
+
+@pytest.mark.parametrize("kw", ({"csc": True}, {"position": "front"}))
+def test_nothing_shared_beyond_the_start_token(vit_clip, kw):
+    """Class-specific contexts and class-first prompts share only SOS: the ordinary path runs."""
+    pl = learner(vit_clip, n_ctx=4, **kw)
+    assert pl.shared_positions() == 1
+    seen = []
+    handle = vit_clip.transformer.resblocks[0].ln_1.register_forward_hook(
+        lambda mod, inp, out: seen.append(tuple(inp[0].shape[:2])))
+    try:
+        with torch.no_grad():
+            TextEncoder(vit_clip)(pl(), pl.tokenized_prompts, pl.shared_positions())
+    finally:
+        handle.remove()
+    assert seen == [(int(pl.tokenized_prompts.argmax(-1).max()) + 1, len(CLASSNAMES))]
 
 
 def test_text_encoder_on_plain_texts(clip_model):

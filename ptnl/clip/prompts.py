@@ -131,6 +131,14 @@ class PromptLearner(nn.Module):
         head = torch.where(self.name_mask, self.name_emb, self.token_suffix[:, :lmax])
         return torch.cat([head, self.token_suffix[:, lmax:]], dim=1)
 
+    def shared_positions(self):
+        """How many leading prompt positions are the same for every class: the start token, and
+        the context before the class name when one context is shared (``end``: all of it,
+        ``middle``: its first half)."""
+        if self.ctx.dim() == 3:
+            return 1
+        return 1 + {"end": self.n_ctx, "middle": self.n_ctx // 2, "front": 0}[self.position]
+
     def forward(self):
         ctx = self.ctx
         if ctx.dim() == 2:
@@ -150,4 +158,5 @@ class PromptCLIP(TextClassifier, nn.Module):
         self.dtype = clip_model.dtype
 
     def text_features(self):
-        return normalize(self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts))
+        learner = self.prompt_learner
+        return normalize(self.text_encoder(learner(), learner.tokenized_prompts, learner.shared_positions()))

@@ -38,6 +38,7 @@ class PTNL(PTNLTrainerBase):
             log.warning(n_ctx_0_warning(type(self).__name__))
         self.model = PromptCLIP(learner, clip_model)
         self.model.text_encoder.truncate = self.cfg.TRAINER.PTNL.TRUNCATE_TEXT
+        self.model.text_encoder.share_prefix = self.cfg.TRAINER.PTNL.SHARE_PREFIX
         log.info("Turning off gradients in both the image and the text encoder")
         self.freeze_all_but(self.model, ["prompt_learner.ctx"] * self.LEARN_CTX
                             + ["prompt_learner.name_emb"] * self.LEARN_NAMES)
