@@ -18,6 +18,18 @@ def build_evaluator(cfg, **kwargs):
     return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, **kwargs)
 
 
+def macro_f1(y_true, y_pred):
+    """Percent macro-F1 over the labels present in ``y_true``: scikit-learn's
+    ``f1_score(average="macro", labels=np.unique(y_true))`` (per label 2 TP / (true + predicted)),
+    without importing scikit-learn, which costs a run seconds of start."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    labels = np.unique(y_true)
+    tp = np.array([np.sum((y_true == c) & (y_pred == c)) for c in labels], dtype=np.float64)
+    true = np.array([np.sum(y_true == c) for c in labels], dtype=np.float64)
+    pred = np.array([np.sum(y_pred == c) for c in labels], dtype=np.float64)
+    return 100.0 * float(np.mean(2 * tp / (true + pred))) if len(labels) else 0.0
+
+
 class EvaluatorBase:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -70,18 +82,16 @@ class Classification(EvaluatorBase):
         results = OrderedDict()
         acc = 100.0 * self._correct / self._total
         err = 100.0 - acc
-        from sklearn.metrics import f1_score  # here, not at import: scikit-learn takes seconds to import
-        macro_f1 = 100.0 * f1_score(self._y_true, self._y_pred, average="macro",
-                                    labels=np.unique(self._y_true))
+        f1 = macro_f1(self._y_true, self._y_pred)
         results["accuracy"] = acc
         results["error_rate"] = err
-        results["macro_f1"] = macro_f1
+        results["macro_f1"] = f1
         print("=> result\n"
               f"* total: {self._total:,}\n"
               f"* correct: {self._correct:,}\n"
               f"* accuracy: {acc:.1f}%\n"
               f"* error: {err:.1f}%\n"
-              f"* macro_f1: {macro_f1:.1f}%")
+              f"* macro_f1: {f1:.1f}%")
         if self._per_class_res is not None:
             labels = sorted(self._per_class_res.keys())
             print("=> per-class result")

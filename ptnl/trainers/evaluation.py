@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ptnl.clip.features import cached_image_features
+from ptnl.engine.evaluation import macro_f1
 from ptnl.io import atomic_write, get_logger, write_json_atomic
 from ptnl.runs.files import CONFUSION_FILE, LOGITS_FILE
 
@@ -69,7 +70,6 @@ class FeatureEvaluation:
         for c in np.unique(y_true):
             mask = y_true == c
             per_class[str(int(c))] = 100.0 * float((y_pred[mask] == c).mean())
-        from sklearn.metrics import f1_score
         if self.cfg.TRAINER.PTNL.ANALYSIS:
             from sklearn.metrics import confusion_matrix
             cm = confusion_matrix(y_true, y_pred, labels=list(range(self.num_classes)))
@@ -83,7 +83,7 @@ class FeatureEvaluation:
             atomic_write(path, lambda f: torch.save(state, f), mode="wb")
         self.last_test = {
             "accuracy": float(result),
-            "macro_f1": 100.0 * float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))),
+            "macro_f1": macro_f1(y_true, y_pred),
             "per_class_accuracy": per_class, "num_test": int(len(y_true)),
         }
         return result
