@@ -36,8 +36,10 @@ def test_cached_evaluation_equals_uncached(name, world, tmp_path, monkeypatch):
     for acc_on, logits_on in results["True"]:
         assert acc_on == acc_off
         torch.testing.assert_close(logits_on, logits_off, rtol=1e-4, atol=1e-4)
-    # one entry of test-split features (and the memo of the weights file's digest)
-    assert cache.size_report(str(tmp_path / "cache" / "features"))[0] == 2
+    # one entry of test-split features (and the memos of the weights file's digest and of the
+    # generator state CLIP's initialisation leaves, the same seed each time)
+    kinds = sorted(e["about"]["kind"] for e in cache.entries(str(tmp_path / "cache" / "features")))
+    assert kinds == ["clip_init_draws", "file_digest", "image_features"]
 
 
 def test_decoded_image_wrapper_gives_identical_batches(world, tmp_path):
@@ -99,6 +101,51 @@ def test_lean_quick_gelu_matches_clip_quick_gelu():
     QuickGELU()(y).backward(g)
     torch.testing.assert_close(x.grad, y.grad, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(_QuickGELU.apply, (torch.randn(3, 4, dtype=torch.float64, requires_grad=True),))
+
+
+@pytest.mark.parametrize("kind", ("vit", "rn"))
+@pytest.mark.parametrize("stored", ("fp16", "fp32"))
+@pytest.mark.parametrize("half", (False, True))
+def test_cached_initialisation_draws_build_the_same_model(tmp_path, monkeypatch, kind, stored, half):
+    """A second build finds the generator state CLIP's initialisation ends in cached and makes the
+    modules without drawing: the same values, dtypes, attention masks, outputs and generator state
+    (so CoOp's context draws that follow are unchanged); another starting state is another entry."""
+    from ptnl.clip import weights
+    from ptnl.data.generated import make_clip
+    monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
+    path = make_clip(str(tmp_path / "clip.pt"), kind=kind)
+    if stored == "fp16":
+        sd = weights.read_state_dict(path)
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, path)
+    built_on = []
+    real = weights.build_model
+    monkeypatch.setattr(weights, "build_model", lambda sd: _record(real, sd, built_on))
+
+    def build(seed):
+        torch.manual_seed(seed)
+        model = weights._build(weights.read_state_dict(path), half=half)
+        return model, torch.get_rng_state(), torch.randn(4)
+
+    (m1, rng1, next1), (m2, rng2, next2) = build(3), build(3)
+    assert built_on == ["cpu", "meta"]  # the second build drew nothing
+    assert torch.equal(rng1, rng2) and torch.equal(next1, next2)
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert s1.keys() == s2.keys() and all(s1[k].dtype == s2[k].dtype and torch.equal(s1[k], s2[k]) for k in s1)
+    assert all(torch.equal(a.attn_mask, b.attn_mask) and b.attn_mask.device.type == "cpu"
+               for a, b in zip(m1.transformer.resblocks, m2.transformer.resblocks))
+    size = m1.visual.input_resolution
+    with torch.no_grad():
+        image, text = torch.randn(2, 3, size, size).type(m1.dtype), torch.randint(1, 400, (2, 77))
+        assert torch.equal(m1.encode_image(image), m2.encode_image(image))
+        assert torch.equal(m1.encode_text(text), m2.encode_text(text))
+    build(4)
+    assert built_on[-1] == "cpu"  # another generator state: built (and cached) again
+
+
+def _record(real, sd, built_on):
+    model = real(sd)
+    built_on.append(next(iter(model.parameters())).device.type)
+    return model
 
 
 def test_fp32_build_of_fp16_weights_equals_build_model_then_float(tmp_path):

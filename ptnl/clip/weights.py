@@ -177,17 +177,49 @@ def _build(sd, half: bool):
     """``clip.model.build_model`` (the same modules, initialisation draws and values), in fp16 where
     ``half`` else fp32. A release is stored in fp16; for fp32 its conversion to fp16 and back is
     skipped (fp16 numbers are exact in fp32), which saves about 1.5 s of a ViT-B/32 start on CPU.
-    Files with other float types take build_model's own path (it rounds its weights to fp16)."""
-    if half or not all(t.dtype == torch.float16 for t in sd.values() if t.is_floating_point()):
-        model = build_model(sd)
-        return model if half else model.float()
+    Files with other float types take build_model's own path (it rounds its weights to fp16).
+
+    CLIP's random initialisation only moves the torch generator (every value is then overwritten
+    by the file's), and CoOp's context draws come after it. Where the generator state it ends in
+    is cached for this architecture, torch, clip and starting state, the modules are made without
+    initialising them and the generator is set to that state: the same model and draws, a second
+    less (ViT-B/32, CPU)."""
+    rounds = half or not all(t.dtype == torch.float16 for t in sd.values() if t.is_floating_point())
+    key = _init_draws_key(sd, half)
+    after = cache.load(key)
     import clip.model as clip_model
     convert = clip_model.convert_weights
-    clip_model.convert_weights = lambda model: None  # fp32 modules take the fp16 values as they are
+    if not rounds:
+        clip_model.convert_weights = lambda model: None  # fp32 modules take the fp16 values as they are
     try:
-        return build_model(sd)
+        if after is None:
+            model = build_model(sd)
+        else:
+            with torch.device("meta"), warnings.catch_warnings():  # modules without values: no draws, no arithmetic
+                warnings.filterwarnings("ignore", message=".*to a meta parameter")  # its load: values come below
+                model = build_model(sd)
     finally:
         clip_model.convert_weights = convert
+    if after is None:
+        cache.save(key, torch.get_rng_state())
+    else:
+        model = model.to_empty(device="cpu")
+        model.load_state_dict(sd)
+        for block in model.transformer.resblocks:  # not a buffer: built on the meta device above
+            block.attn_mask = model.build_attention_mask()
+        torch.set_rng_state(after)
+    return model.float() if rounds and not half else model
+
+
+def _init_draws_key(sd, half):
+    """Cache key of the generator state CLIP's initialisation leaves: the architecture (names,
+    shapes, dtypes), torch, clip's model code and the generator state it starts from."""
+    import clip.model as clip_model
+    with open(clip_model.__file__, "rb") as f:
+        code = hashlib.sha256(f.read()).hexdigest()
+    arch = hashlib.sha256(repr([(k, tuple(v.shape), str(v.dtype)) for k, v in sorted(sd.items())]).encode())
+    return cache.cache_key(kind="clip_init_draws", architecture=arch.hexdigest(), half=half, clip_model=code,
+                           torch=torch.__version__, generator=_torch_rng_digest())
 
 
 _SHARED: Dict[str, dict] = {}

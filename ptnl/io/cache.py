@@ -85,6 +85,8 @@ def describe(entry, weights_names=None):
     kind = a.get("kind", "?")
     if kind == "file_digest":
         return "sha256 of the weights file {}".format(a.get("path"))
+    if kind == "clip_init_draws":
+        return "torch generator state after CLIP's initialisation (torch {})".format(a.get("torch"))
     weights = a.get("weights")
     wname = (weights_names or {}).get(weights) or (weights[:12] if isinstance(weights, str) else weights)
     what = {"image_features": "image features", "zeroshot_logits": "zero-shot logits"}.get(kind, kind)
