@@ -126,7 +126,9 @@ def prepare(args, grouped=False):
 
 
 def start(args, cfg):
-    """Seed, ``log.txt`` (stdout is then its tee), the header and the full record, the trainer."""
+    """Seed, ``log.txt`` (stdout is then its tee), the header and the full record, the trainer
+    (the environment report is made while it is built and recorded after it)."""
+    cli.start_env_info()
     if cfg.SEED >= 0:
         print("Setting fixed seed: {}".format(cfg.SEED))
         compat.set_random_seed(cfg.SEED)
@@ -138,8 +140,9 @@ def start(args, cfg):
     for line in cli.config_warnings(args, cfg, REPO):
         print(line)
     cli.record(cli.args_text(args, cfg), args.verbose)
+    trainer = compat.build_trainer(cfg)
     cli.record("Collecting env info ...\n** System info **\n{}\n".format(cli.env_info()), args.verbose)
-    return compat.build_trainer(cfg)
+    return trainer
 
 
 def main_group(args):
@@ -203,3 +206,4 @@ if __name__ == "__main__":
     args = build_parser().parse_args()
     with cli.exit_handler():  # errors: one "Error:" line; Ctrl-C: one "Interrupted at epoch" line
         main(args)
+    cli.quick_exit(0)  # finished: everything is written; skip the interpreter's slow teardown

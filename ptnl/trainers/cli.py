@@ -11,6 +11,7 @@ import difflib
 import os
 import os.path as osp
 import sys
+import threading
 from typing import List
 
 from ptnl import compat
@@ -137,14 +138,27 @@ def args_text(args, cfg) -> str:
     return "\n".join(lines)
 
 
-_ENV_INFO = []
+_ENV_INFO = {}
+
+
+def start_env_info() -> None:
+    """Begin the environment report in a thread (it waits on pip and the GPU driver, about a
+    second) so that it overlaps building the trainer; ``env_info`` collects it."""
+    if "thread" not in _ENV_INFO:
+        def collect():
+            try:
+                _ENV_INFO["text"] = compat.collect_env_info()
+            except Exception as e:  # a report that cannot be made must not stop the run
+                _ENV_INFO["text"] = "(environment report failed: {})".format(e)
+        _ENV_INFO["thread"] = threading.Thread(target=collect, name="ptnl-env-info", daemon=True)
+        _ENV_INFO["thread"].start()
 
 
 def env_info() -> str:
-    """The toolbox's environment report (slow: it asks pip and the GPU driver), once per process."""
-    if not _ENV_INFO:
-        _ENV_INFO.append(compat.collect_env_info())
-    return _ENV_INFO[0]
+    """The toolbox's environment report, once per process."""
+    start_env_info()
+    _ENV_INFO["thread"].join()
+    return _ENV_INFO["text"]
 
 
 def record(text: str, verbose: bool) -> None:
@@ -181,6 +195,28 @@ def exit_line(e: BaseException, trainer=None, cfg=None) -> str:
     if isinstance(e, USER_ERRORS):
         return "Error: {}".format(e.args[0] if isinstance(e, KeyError) and e.args else e)
     return "Error: {}: {}".format(type(e).__name__, e)
+
+
+def quick_exit(code: int = 0) -> None:
+    """End a finished ``train.py`` without the interpreter's teardown (a second or more of freeing
+    torch's modules one by one, on CPU): the exit handlers run (logging, worker processes), every
+    open file is flushed, then the process ends with ``code``."""
+    import atexit
+    import gc
+    import io
+    atexit._run_exitfuncs()
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, io.IOBase) and not obj.closed and obj.writable():
+                obj.flush()
+        except Exception:  # a stream that cannot flush (a closed pipe) is the teardown's to report
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 @contextlib.contextmanager
