@@ -1,8 +1,9 @@
 """One epoch of the bench (PTNL, ViT-B/32 architecture with random weights, a generated 47-class
 DTD-layout dataset, 4 shots, batch 32: 5 iterations, then the test split) through ``train.py``,
 whole-process wall time: every optimisation the config switches off (full-length text encoder, no
-shared prompt prefix, no feature cache, no decoded-image cache), then on from a cold cache (empty PTNL cache, no few-shot split file) and warm
-(the same command again in a new folder), in fp32 and in bf16 (CPU autocast).
+shared prompt prefix, no feature cache, no decoded-image cache), then on from a cold cache (empty
+PTNL cache, no few-shot split file) and warm (the same command again in a new folder), in fp32 and
+in bf16 (CPU autocast).
 
     python -m benchmarks.epoch [--arch ViT-B/32] [--classes 47] [--per-class 14]
 """

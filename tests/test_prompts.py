@@ -258,18 +258,25 @@ def test_text_encoder_truncation_is_exact_for_learned_context(clip_model, positi
     torch.testing.assert_close(short, full, atol=1e-5, rtol=0)
 
 
-def test_text_encoder_runs_only_needed_positions(vit_clip):
-    pl = learner(vit_clip, n_ctx=4)
+def first_block_inputs(clip_model, *runs):
+    """(rows, batch) of the first text block's LayerNorm input during each of ``runs``."""
     seen = []
-    handle = vit_clip.transformer.resblocks[0].ln_1.register_forward_hook(
-        lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    handle = clip_model.transformer.resblocks[0].ln_1.register_forward_hook(
+        lambda mod, inp, out: seen.append(tuple(inp[0].shape[:2])))
     try:
         with torch.no_grad():
-            TextEncoder(vit_clip, truncate=True)(pl(), pl.tokenized_prompts)
-            TextEncoder(vit_clip, truncate=False)(pl(), pl.tokenized_prompts)
+            for run in runs:
+                run()
     finally:
         handle.remove()
-    assert seen == [int(pl.tokenized_prompts.argmax(-1).max()) + 1, 77]
+    return seen
+
+
+def test_text_encoder_runs_only_needed_positions(vit_clip):
+    pl = learner(vit_clip, n_ctx=4)
+    seen = first_block_inputs(vit_clip, lambda: TextEncoder(vit_clip, truncate=True)(pl(), pl.tokenized_prompts),
+                              lambda: TextEncoder(vit_clip, truncate=False)(pl(), pl.tokenized_prompts))
+    assert [rows for rows, _ in seen] == [int(pl.tokenized_prompts.argmax(-1).max()) + 1, 77]
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -320,16 +327,10 @@ def test_shared_prefix_in_half_precision_on_cuda(vit_clip, dtype):
 
 def test_shared_prefix_runs_the_prefix_once(vit_clip):
     pl = learner(vit_clip, n_ctx=4)
-    seen = []
-    handle = vit_clip.transformer.resblocks[0].ln_1.register_forward_hook(
-        lambda mod, inp, out: seen.append(inp[0].shape[0]))
-    try:
-        with torch.no_grad():
-            TextEncoder(vit_clip)(pl(), pl.tokenized_prompts, pl.shared_positions())
-    finally:
-        handle.remove()
+    encode = lambda: TextEncoder(vit_clip)(pl(), pl.tokenized_prompts, pl.shared_positions())  # noqa: E731
     n = int(pl.tokenized_prompts.argmax(-1).max()) + 1
-    assert seen == [5 + len(CLASSNAMES) * (n - 5)]  # SOS + 4 context tokens once, the rest per class
+    # SOS + 4 context tokens once, the rest per class
+    assert [rows for rows, _ in first_block_inputs(vit_clip, encode)] == [5 + len(CLASSNAMES) * (n - 5)]
 
 
 @pytest.mark.parametrize("kw", ({"csc": True}, {"position": "front"}))
@@ -337,15 +338,8 @@ def test_nothing_shared_beyond_the_start_token(vit_clip, kw):
     """Class-specific contexts and class-first prompts share only SOS: the ordinary path runs."""
     pl = learner(vit_clip, n_ctx=4, **kw)
     assert pl.shared_positions() == 1
-    seen = []
-    handle = vit_clip.transformer.resblocks[0].ln_1.register_forward_hook(
-        lambda mod, inp, out: seen.append(tuple(inp[0].shape[:2])))
-    try:
-        with torch.no_grad():
-            TextEncoder(vit_clip)(pl(), pl.tokenized_prompts, pl.shared_positions())
-    finally:
-        handle.remove()
-    assert seen == [(int(pl.tokenized_prompts.argmax(-1).max()) + 1, len(CLASSNAMES))]
+    encode = lambda: TextEncoder(vit_clip)(pl(), pl.tokenized_prompts, pl.shared_positions())  # noqa: E731
+    assert first_block_inputs(vit_clip, encode) == [(int(pl.tokenized_prompts.argmax(-1).max()) + 1, len(CLASSNAMES))]
 
 
 def test_text_encoder_on_plain_texts(clip_model):
