@@ -57,6 +57,25 @@ def test_decoded_image_wrapper_gives_identical_batches(world, tmp_path):
     assert tiny(t.cfg, t.dm.dataset.train_x, transform=None, is_train=True).decoded == {}
 
 
+def test_features_cached_for_one_encoder_precision_are_not_read_for_another(world, tmp_path, monkeypatch):
+    """The feature cache's key names the device type and the encoder's dtype: features a CUDA fp16
+    run cached in a shared folder are not what a CPU fp32 run reads, and the reverse."""
+    import glob
+    from ptnl.clip.features import cached_image_features
+    from torchvision import transforms
+    monkeypatch.setenv("PTNL_CACHE_DIR", str(tmp_path / "cache"))
+    paths = sorted(glob.glob(osp.join(world["data"], "**", "*.jpg"), recursive=True))[:3]
+    tfm = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
+    calls = []
+
+    def encode(x):
+        calls.append(len(x))
+        return x.flatten(1)[:, :4] + 1
+    for dtype in (torch.float32, torch.float32, torch.float16, torch.float16):
+        cached_image_features(encode, world["clip"], "D", "test", paths, tfm, "cpu", dtype=dtype)
+    assert calls == [3, 3]  # computed once per dtype, read the second time
+
+
 def test_interrupted_cache_write_is_never_read(tmp_path):
     root = str(tmp_path / "c")
     key = cache.cache_key(kind="test")

@@ -60,16 +60,25 @@ def image_features(encode_image, paths, transform, device, batch_size=100, num_w
     return torch.cat(out)
 
 
+def encoded_as(device, dtype):
+    """The part of a feature-cache key that says how images were encoded: the device type and the
+    encoder's dtype. A CUDA fp16 encoder's features differ from a CPU fp32 one's (about 1e-3), so
+    runs on either must not read the other's from a shared cache folder."""
+    return "{}/{}".format(torch.device(device).type, str(dtype).replace("torch.", ""))
+
+
 def cached_image_features(encode_image, weights_path, dataset, split, paths, transform, device,
-                          batch_size=100, num_workers=0, use_cache=True):
+                          batch_size=100, num_workers=0, use_cache=True, dtype=torch.float32):
     """``image_features`` of a deterministic view (test transform) of ``paths``, computed once per
-    (weights digest, dataset, split, transform, image list) and then read from the cache."""
+    (weights digest, dataset, split, transform, image list, device type and ``dtype``, the
+    encoder's) and then read from the cache."""
     if not use_cache:
         return image_features(encode_image, paths, transform, device, batch_size, num_workers,
                               desc="features of the {} split".format(split))
     digest = cache.cache_key(paths=list(paths))
     key = cache.cache_key(kind="image_features", weights=weights_digest(weights_path), dataset=dataset,
-                          split=split, transform=repr(transform), images=digest)
+                          split=split, transform=repr(transform), images=digest,
+                          encoded=encoded_as(device, dtype))
     stored = cache.load(key)
     if stored is None:
         stored = image_features(encode_image, paths, transform, device, batch_size, num_workers,
@@ -82,11 +91,13 @@ def cached_image_features(encode_image, weights_path, dataset, split, paths, tra
 def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
                     num_workers=0):
     """[N, C] zero-shot logits (logit_scale x cosine) of the images ``paths``. Rows are cached
-    per image under a key of (weights digest, dataset, templates, classnames, transform): images
+    per image under a key of (weights digest, dataset, templates, classnames, transform, device
+    type and dtype): images
     already cached are not recomputed, new ones are added."""
     key = cache.cache_key(kind="zeroshot_logits", weights=weights_digest(clip_model.weights_path),
                           dataset=dataset, templates=templates, classnames=list(classnames),
-                          transform=repr(transform))
+                          transform=repr(transform),
+                          encoded=encoded_as(clip_model.logit_scale.device, clip_model.dtype))
     stored = cache.load(key) or {"paths": [], "logits": torch.zeros(0, len(classnames))}
     index = {p: i for i, p in enumerate(stored["paths"])}
     missing = [p for p in dict.fromkeys(paths) if p not in index]

@@ -29,7 +29,7 @@ class FeatureEvaluation:
         return cached_image_features(
             encode, self.clip_weights_path, self.cfg.DATASET.NAME, split, [d.impath for d in items],
             self.dm.test_loader.dataset.transform, self.device, self.cfg.DATALOADER.TEST.BATCH_SIZE,
-            self.cfg.DATALOADER.NUM_WORKERS, use_cache=self.cfg.TRAINER.PTNL.CACHE_FEATURES)
+            self.cfg.DATALOADER.NUM_WORKERS, use_cache=self.cfg.TRAINER.PTNL.CACHE_FEATURES, dtype=self.model.dtype)
 
     def test_from_features(self, split=None):
         """Dassl's ``test`` for models over a frozen CLIP image encoder: the images of the split
