@@ -204,3 +204,31 @@ def test_grid_script_groups_runs_that_share_a_stream(world, tmp_path, engine):
         run(argv(world, lone, loss, ["OPTIM.MAX_EPOCH", "1"]))
         assert record(str(found[0].parent))["accuracy"] == record(str(lone))["accuracy"]
     assert sweep_group.enabled({}) and not sweep_group.enabled({"GROUP": "0"})
+
+
+def test_slurm_array_task_trains_the_runs_that_share_a_stream(slurm, world, tmp_path):
+    """ENGINE=slurm: ablation.sh's two PTNL runs of one rate and seed are one array task
+    (train.py --group); its log holds both members, status counts each run, and each result
+    equals a lone run's."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, PTNL_SWEEP_PYTHON=sys.executable, OUT=str(out),
+               DATA=world["data"], CLIP_WEIGHTS=world["clip"], CONFIGS="PTNL", RATES="0.5", LOSSES="ce gce",
+               SEEDS="1", SHOTS="4", ENGINE="slurm", SBATCH_ARGS="--time=30", OMP_NUM_THREADS="1")
+    cmd = ["bash", "scripts/ptnl/ablation.sh", "dtd", "rn50", "OPTIM.MAX_EPOCH", "1"] + SMALL_OPTS
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "(--array=0-0): tasks 1-1 of 1, for 2 of the 2 runs to submit" in proc.stdout, proc.stdout
+    assert slurm.wait_idle(900), slurm.run("squeue").stdout
+    logs = [p for p in (out / ".sweep" / "logs").glob("*.out")]
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert text.count("Grouped with 1 other run(s)") == 2 and text.count("Running: ") == 2, text[-3000:]
+    status = subprocess.run([sys.executable, "-m", "ptnl.sweep", "status", str(out)], cwd=REPO,
+                            capture_output=True, text=True).stdout
+    assert "(2 runs): 2 done, 0 running, 0 queued, 0 failed, 0 missing" in status, status
+    for loss in ("ce", "gce"):
+        found = [p for p in out.rglob("results.json") if "/{}/".format(loss) in str(p)]
+        assert len(found) == 1
+        lone = tmp_path / "lone" / loss
+        run(argv(world, lone, loss, ["OPTIM.MAX_EPOCH", "1"]))
+        assert record(str(found[0].parent))["accuracy"] == record(str(lone))["accuracy"]

@@ -48,14 +48,18 @@ def header(plan: Dict):
                                                                plan["desc"]))
 
 
-def units(plan: Dict, todo: List[int]) -> List[Tuple[List[int], List[str]]]:
+def units(plan: Dict, todo: List[int], write: bool = True) -> List[Tuple[List[int], Optional[List[str]]]]:
     """The plan's runs ``todo`` as (run indices, command line): the runs that share a data stream
-    as one ``train.py --group`` process (``ptnl.sweep.group``; GROUP=0: one process a run)."""
+    as one ``train.py --group`` process (``ptnl.sweep.group``; GROUP=0: one process a run). Without
+    ``write`` nothing is written and a group's command line is None (a dry run's count)."""
     runs = plan["runs"]
     out = []
     for members in (group.propose(runs, todo) if group.enabled() else [[i] for i in todo]):
         if len(members) == 1:
             out.append((members, runs[members[0]]["argv"]))
+            continue
+        if not write:
+            out.append((members, None))
             continue
         path = osp.join(sweep_dir(plan["out"]), "groups", "{}-{}.json".format(plan.get("name", "plan"), members[0]))
         out.append((members, group.group_argv(runs, members, path)))
@@ -183,11 +187,14 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
 
 
 def run_task(sub: Dict, k: int) -> int:
-    """Run ``k`` of a submission (a SLURM array element): main.sh's start line, then train.py in
-    this process (a signal reaches it directly); a run finished meanwhile is checked, not rerun."""
-    r = sub["runs"][k]
+    """Task ``k`` of a submission (a SLURM array element): main.sh's start line of each of its runs,
+    then train.py in this process (a signal reaches it directly): one run, or the runs that share a
+    data stream as ``train.py --group`` (a member finished meanwhile leaves the group); runs all
+    finished meanwhile are checked, not rerun. (A submission from before grouping: task k is run k.)"""
+    task = sub["tasks"][k] if "tasks" in sub else {"runs": [k], "argv": sub["runs"][k]["argv"]}
+    runs = [sub["runs"][j] for j in task["runs"]]
     os.chdir(sub["cwd"])
-    if finished(r):
-        return check_finished_runs({"runs": [r]}) or 0
-    _say(start_line(r))
-    os.execvp(r["argv"][0], r["argv"])
+    if all(finished(r) for r in runs):
+        return check_finished_runs({"runs": runs}) or 0
+    _say(*(start_line(r) for r in runs if not finished(r)))
+    os.execvp(task["argv"][0], task["argv"])

@@ -1,6 +1,7 @@
 """SLURM: a plan's unfinished runs that are neither queued nor running as ``sbatch --array`` jobs
-(chunks of at most ``MaxArraySize`` tasks, each with its index offset into the submission file),
-the summary job (``--dependency=afterany``), and what ``squeue`` says about the runs submitted."""
+(chunks of at most ``MaxArraySize`` tasks, each with its index offset into the submission file; runs
+that share a data stream are one task, ``train.py --group``, as under the local engines), the
+summary job (``--dependency=afterany``), and what ``squeue`` says about the runs submitted."""
 import getpass
 import json
 import os
@@ -13,9 +14,11 @@ import time
 from typing import Dict, List, Tuple
 
 from ptnl.io import write_json_atomic
+from ptnl.sweep.engines import units
 from ptnl.sweep.plan import finished, gpu_hours_estimate, run_reports, sweep_dir
 
-JOBS_FILE = "jobs.jsonl"  # one line per array job: {"job", "plan", "dirs" (per task index), "logs"}
+# one line per array job: {"job", "plan", "dirs" (per task index: a run folder, or a group's list), "logs"}
+JOBS_FILE = "jobs.jsonl"
 DEFAULT_MAX_ARRAY_SIZE = 1001
 
 
@@ -70,19 +73,26 @@ def queued_runs(out: str) -> Dict[str, Tuple[str, str]]:
     records, held = job_records(out), {}
     tasks = squeue_tasks() if records else {}
     for rec in records:
-        for k, d in enumerate(rec["dirs"]):
+        for k, dirs in enumerate(rec["dirs"]):
             state = tasks.get((str(rec["job"]), k))
             if state is not None:
-                held[d] = (state, "{}_{}".format(rec["job"], k))
+                for d in task_dirs(dirs):
+                    held[d] = (state, "{}_{}".format(rec["job"], k))
     return held
+
+
+def task_dirs(entry) -> List[str]:
+    """The run folders of one task's ``dirs`` entry (one folder, or a group's list)."""
+    return [entry] if isinstance(entry, str) else list(entry)
 
 
 def task_logs(out: str) -> Dict[str, str]:
     """{run folder: the SLURM output file of its newest task}."""
     logs = {}
     for rec in job_records(out):
-        for k, d in enumerate(rec["dirs"]):
-            logs[d] = rec["logs"].replace("%A", str(rec["job"])).replace("%a", str(k))
+        for k, dirs in enumerate(rec["dirs"]):
+            for d in task_dirs(dirs):
+                logs[d] = rec["logs"].replace("%A", str(rec["job"])).replace("%a", str(k))
     return logs
 
 
@@ -98,7 +108,8 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
     tag, out = plan.get("tag") or "main", plan["out"]
     held = queued_runs(out)
     runs = plan["runs"]
-    todo = [r for r in runs if not finished(r) and r["dir"] not in held]
+    todo_idx = [i for i, r in enumerate(runs) if not finished(r) and r["dir"] not in held]
+    todo = [runs[i] for i in todo_idx]
     done = sum(finished(r) for r in runs)
     print("[{}] plan {}: {} runs: {} done, {} queued or running, {} to submit".format(
         tag, plan["name"], len(runs), done, len(held.keys() & {r["dir"] for r in runs}), len(todo)), flush=True)
@@ -111,7 +122,9 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
             print("[{}] nothing to submit; python -m ptnl.sweep status {} follows them".format(tag, out))
             return 0
         return run_reports(plan)
-    chunks = [(off, todo[off:off + size]) for off in range(0, len(todo), size)]
+    position = {i: k for k, i in enumerate(todo_idx)}
+    tasks = [([position[i] for i in members], argv) for members, argv in units(plan, todo_idx, write=not dry)]
+    chunks = [(off, tasks[off:off + size]) for off in range(0, len(tasks), size)]
     sub_path = osp.join(sweep_dir(out), "submissions",
                         "{}-{}.json".format(plan["name"], time.strftime("%Y%m%d-%H%M%S")))
     script = osp.join(sweep_dir(out), plan["name"] + ".sbatch")
@@ -128,7 +141,8 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
         return 0
     os.makedirs(logs, exist_ok=True)
     os.makedirs(osp.dirname(sub_path), exist_ok=True)
-    write_json_atomic(sub_path, {"plan": plan["name"], "cwd": plan["cwd"], "runs": todo})
+    write_json_atomic(sub_path, {"plan": plan["name"], "cwd": plan["cwd"], "runs": todo,
+                                 "tasks": [{"runs": members, "argv": argv} for members, argv in tasks]})
     with open(script, "w") as f:
         f.write("#!/bin/bash\n# A PTNL sweep task: run number $2 + SLURM_ARRAY_TASK_ID of the submission file $1\n"
                 "cd {}\nexec {} -m ptnl.sweep task \"$1\" $(( $2 + SLURM_ARRAY_TASK_ID ))\n".format(
@@ -138,10 +152,15 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
         job = _sbatch(cmd)
         jobs.append(job)
         with open(osp.join(sweep_dir(out), JOBS_FILE), "a") as f:
-            f.write(json.dumps({"job": job, "plan": plan["name"], "dirs": [r["dir"] for r in chunk],
+            dirs = [todo[m[0]]["dir"] if len(m) == 1 else [todo[j]["dir"] for j in m] for m, _ in chunk]
+            f.write(json.dumps({"job": job, "plan": plan["name"], "dirs": dirs,
                                 "logs": osp.join(logs, plan["name"] + "-%A_%a.out")}) + "\n")
-        print("[{}] submitted array job {} ({}): runs {}-{} of the {} to submit".format(
-            tag, job, cmd[2], off + 1, off + len(chunk), len(todo)), flush=True)
+        if len(tasks) == len(todo):
+            what = "runs {}-{} of the {} to submit".format(off + 1, off + len(chunk), len(todo))
+        else:
+            what = "tasks {}-{} of {}, for {} of the {} runs to submit (runs that share a data stream are " \
+                   "one task)".format(off + 1, off + len(chunk), len(tasks), sum(len(m) for m, _ in chunk), len(todo))
+        print("[{}] submitted array job {} ({}): {}".format(tag, job, cmd[2], what), flush=True)
     waits = sorted(set(jobs) | {jt.split("_")[0] for d, (_, jt) in held.items() if d in {r["dir"] for r in runs}})
     summary_out = osp.join(sweep_dir(out), plan["name"] + ".summary.out")
     wrap = "cd {} && exec {} -m ptnl.sweep summary {}".format(
