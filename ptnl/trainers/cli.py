@@ -206,8 +206,10 @@ def quick_exit(code: int = 0) -> None:
     import io
     atexit._run_exitfuncs()
     for obj in gc.get_objects():
+        if not issubclass(type(obj), io.IOBase):  # type(), not isinstance: no __class__ lookups (warnings)
+            continue
         try:
-            if isinstance(obj, io.IOBase) and not obj.closed and obj.writable():
+            if not obj.closed and obj.writable():
                 obj.flush()
         except Exception:  # a stream that cannot flush (a closed pipe) is the teardown's to report
             pass

@@ -7,7 +7,7 @@
 # Zero-shot CLIP, a linear probe, a linear classifier on frozen features (ClassifierR, CE) and
 # prompt tuning (PTNL, CE and GCE), at symmetric swap noise rates 0, 0.25, 0.5 and 0.75, two seeds,
 # then the table and, when matplotlib is installed, two figures: accuracy against noise rate
-# (demo_sweep.png) and what the models memorise at rate 0.5 (demo_memorisation.png). About 9
+# (demo_sweep.png) and what the models memorise at rate 0.5 (demo_memorisation.png). About 8
 # minutes on 2 CPU cores.
 #
 #   bash scripts/ptnl/demo.sh
