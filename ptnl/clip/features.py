@@ -92,8 +92,7 @@ def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset
                     num_workers=0):
     """[N, C] zero-shot logits (logit_scale x cosine) of the images ``paths``. Rows are cached
     per image under a key of (weights digest, dataset, templates, classnames, transform, device
-    type and dtype): images
-    already cached are not recomputed, new ones are added."""
+    type and dtype): images already cached are not recomputed, new ones are added."""
     key = cache.cache_key(kind="zeroshot_logits", weights=weights_digest(clip_model.weights_path),
                           dataset=dataset, templates=templates, classnames=list(classnames),
                           transform=repr(transform),
