@@ -1,6 +1,8 @@
 """Zero-shot pseudo-labels and per-class selection (UPL, and the paper's robust variant)."""
 import numpy as np
 
+from ptnl.errors import ConfigError
+
 
 def pseudo_labels(probs):
     """(label, confidence) per row of class probabilities [N, C]: the argmax and its probability."""
@@ -26,7 +28,7 @@ def select_per_class(labels, confidence, k, mode="topk", seed=0):
         elif mode == "random":
             order = rng.permutation(members)
         else:
-            raise ValueError("Selection must be 'topk' or 'random' (TRAINER.UPL.SELECTION), got {!r}".format(mode))
+            raise ConfigError("Selection must be 'topk' or 'random' (TRAINER.UPL.SELECTION), got {!r}".format(mode))
         chosen.extend(order[:k].tolist())
     return np.array(chosen, dtype=np.int64)
 

@@ -1,6 +1,7 @@
-"""Feature extraction for every evaluation: class text features from templates, L2-normalised
-image features (cached per weights digest, dataset, split, transform and image list) and
-zero-shot logits (cached per image)."""
+"""Feature extraction for every evaluation: class text features from templates, image features
+(the image encoder's raw output cached per weights digest, dataset, split, transform and the
+identity of every image file; L2-normalised on the way out unless asked raw) and zero-shot logits
+(cached per image and its file's identity)."""
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -46,17 +47,18 @@ class _Images(Dataset):
 
 @torch.no_grad()
 def image_features(encode_image, paths, transform, device, batch_size=100, num_workers=0,
-                   desc="image features"):
-    """[N, D] L2-normalised features ``encode_image(batch)`` of the image files ``paths``.
-    The loader has its own generator: extracting (or not, on a cache hit) never moves the
-    global torch RNG, so training after it is the same either way."""
+                   desc="image features", *, normalized=True):
+    """[N, D] features ``encode_image(batch)`` (in fp32) of the image files ``paths``, L2-normalised
+    unless ``normalized`` is False. The loader has its own generator: extracting (or not, on a
+    cache hit) never moves the global torch RNG, so training after it is the same either way."""
     loader = DataLoader(_Images(list(paths), transform, read_image), batch_size=batch_size,
                         num_workers=num_workers, generator=torch.Generator())
     chunk = CPU_CHUNK if torch.device(device).type == "cpu" else batch_size
     out = []
     for x in progress(loader, desc=desc, disable=len(loader) < 2):
         for part in x.split(chunk):
-            out.append(normalize(encode_image(part.to(device)).float()).cpu())
+            f = encode_image(part.to(device)).float()
+            out.append((normalize(f) if normalized else f).cpu())
     return torch.cat(out)
 
 
@@ -68,45 +70,56 @@ def encoded_as(device, dtype):
 
 
 def cached_image_features(encode_image, weights_path, dataset, split, paths, transform, device,
-                          batch_size=100, num_workers=0, use_cache=True, dtype=torch.float32):
+                          batch_size=100, num_workers=0, use_cache=True, dtype=torch.float32, *,
+                          raw=False, verify="stat"):
     """``image_features`` of a deterministic view (test transform) of ``paths``, computed once per
-    (weights digest, dataset, split, transform, image list, device type and ``dtype``, the
-    encoder's) and then read from the cache."""
+    (weights digest, dataset, split, transform, image list with each file's identity under
+    ``verify`` (``ptnl.io.cache.files_identity``: size and mtime, or a content hash), device type
+    and ``dtype``, the encoder's) and then read from the cache. The cache holds the encoder's raw
+    output; ``raw`` returns it as is (CoOp's linear probe), else L2-normalised."""
+    desc = "features of the {} split".format(split)
     if not use_cache:
-        return image_features(encode_image, paths, transform, device, batch_size, num_workers,
-                              desc="features of the {} split".format(split))
-    digest = cache.cache_key(paths=list(paths))
-    key = cache.cache_key(kind="image_features", weights=weights_digest(weights_path), dataset=dataset,
-                          split=split, transform=repr(transform), images=digest,
-                          encoded=encoded_as(device, dtype))
+        return image_features(encode_image, paths, transform, device, batch_size, num_workers, desc,
+                              normalized=not raw)
+    files = cache.files_identity(paths, verify)
+    key = cache.cache_key(kind="image_features", features="raw", weights=weights_digest(weights_path),
+                          dataset=dataset, split=split, transform=repr(transform),
+                          images=cache.identity_digest(files), encoded=encoded_as(device, dtype))
     stored = cache.load(key)
     if stored is None:
-        stored = image_features(encode_image, paths, transform, device, batch_size, num_workers,
-                                desc="features of the {} split".format(split))
-        cache.save(key, stored)
-    return stored
+        stored = image_features(encode_image, paths, transform, device, batch_size, num_workers, desc,
+                                normalized=False)
+        cache.save(key, stored, files=files)
+    return stored if raw else normalize(stored)
 
 
 @torch.no_grad()
 def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
-                    num_workers=0):
+                    num_workers=0, *, verify="stat"):
     """[N, C] zero-shot logits (logit_scale x cosine) of the images ``paths``. Rows are cached
-    per image under a key of (weights digest, dataset, templates, classnames, transform, device
-    type and dtype): images already cached are not recomputed, new ones are added."""
+    per image file and its identity under ``verify`` (``ptnl.io.cache.files_identity``) under a
+    key of (weights digest, dataset, templates, classnames, transform, device type and dtype):
+    images already cached are not recomputed, new or changed ones are (and replace their rows)."""
     key = cache.cache_key(kind="zeroshot_logits", weights=weights_digest(clip_model.weights_path),
                           dataset=dataset, templates=templates, classnames=list(classnames),
-                          transform=repr(transform),
+                          transform=repr(transform), verify=verify,
                           encoded=encoded_as(clip_model.logit_scale.device, clip_model.dtype))
-    stored = cache.load(key) or {"paths": [], "logits": torch.zeros(0, len(classnames))}
+    wanted = cache.files_identity(dict.fromkeys(paths), verify)
+    ident = dict(zip(wanted["paths"], wanted["ids"]))
+    stored = cache.load(key) or {"paths": [], "ids": [], "logits": torch.zeros(0, len(classnames))}
     index = {p: i for i, p in enumerate(stored["paths"])}
-    missing = [p for p in dict.fromkeys(paths) if p not in index]
+    missing = [p for p in ident if p not in index or stored["ids"][index[p]] != ident[p]]
     if missing:
         w = text_classifier(clip_model, classnames, templates).cpu()
         feats = image_features(lambda x: clip_model.encode_image(x.type(clip_model.dtype)), missing,
                                transform, clip_model.logit_scale.device, batch_size, num_workers,
                                desc="zero-shot CLIP on {} images".format(len(missing)))
         new = clip_model.logit_scale.exp().float().cpu() * feats @ w.t()
-        stored = {"paths": stored["paths"] + missing, "logits": torch.cat([stored["logits"], new])}
-        cache.save(key, stored)
+        redone = set(missing)
+        keep = [i for i, p in enumerate(stored["paths"]) if p not in redone]
+        stored = {"paths": [stored["paths"][i] for i in keep] + missing,
+                  "ids": [stored["ids"][i] for i in keep] + [ident[p] for p in missing],
+                  "logits": torch.cat([stored["logits"][keep], new])}
+        cache.save(key, stored, files={"verify": verify, "paths": stored["paths"], "ids": stored["ids"]})
         index = {p: i for i, p in enumerate(stored["paths"])}
     return stored["logits"][[index[p] for p in paths]]

@@ -9,17 +9,25 @@ import pickle
 from ptnl import compat
 from ptnl.data.splits import DatasetError
 from ptnl.io import atomic_write, get_logger
+from ptnl.io.cache import missing_files
 
 log = get_logger(__name__)
 
 
 class _DatumUnpickler(pickle.Unpickler):
-    """Loads CoOp's few-shot pickles (Dassl ``Datum`` objects) without Dassl installed."""
+    """Loads CoOp's few-shot pickles (Dassl ``Datum`` objects) without Dassl installed, and nothing
+    else: any other global a pickle names (a function to call, another class) is refused, so a
+    hostile file never runs code."""
+
+    ALLOWED = {("copyreg", "_reconstructor"), ("builtins", "object"), ("numpy", "dtype"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
 
     def find_class(self, module, name):
-        if name == "Datum" and module.startswith("dassl."):
+        if name == "Datum" and (module.startswith("dassl.") or module.startswith("ptnl.engine")):
             return compat.Datum
-        return super().find_class(module, name)
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError('it holds a pickled "{}.{}", which is not a Dassl Datum'.format(module, name))
 
 
 
@@ -31,7 +39,8 @@ class FewShotCache:
         ``split_fewshot/shot_K-seed_S.pkl`` when present. Real Dassl writes that pickle; the
         built-in engine writes ``shot_K-seed_S.ptnl.json`` (paths relative to the image folder)
         so that it never leaves a file Dassl cannot read. With ``fewshot_val = False`` (ImageNet)
-        only train is sampled and cached, and ``val`` comes back unchanged."""
+        only train is sampled and cached, and ``val`` comes back unchanged. A cache that names an
+        image no longer on disk (or, ours, outside the split) is an error that says to delete it."""
         stem = f"shot_{num_shots}-seed_{seed}"
         pkl = osp.join(self.dataset_dir, "split_fewshot", stem + ".pkl")
         own = osp.join(self.dataset_dir, "split_fewshot", stem + ".ptnl.json")
@@ -39,6 +48,7 @@ class FewShotCache:
             if osp.isfile(path):
                 log.info(f"Loading preprocessed few-shot data from {path}")
                 data = self.load_pickle(path)
+                self._check_named_files(path, list(data["train"]) + (list(data["val"]) if self.fewshot_val else []))
                 return data["train"], (data["val"] if self.fewshot_val else val)
         for path in (own, self._cache_path("split_fewshot", stem + ".ptnl.json")):
             if osp.isfile(path):
@@ -60,10 +70,27 @@ class FewShotCache:
             atomic_write(target, lambda f: json.dump(data, f))
         return train, val
 
+    @staticmethod
+    def _check_named_files(path, items):
+        """A DatasetError unless every image a few-shot cache names is on disk (CoOp's pickles hold
+        absolute paths, which the split file's check does not cover: a moved or deleted image would
+        otherwise fail mid-run). One ``stat`` per image; the picks themselves stay CoOp's."""
+        gone = missing_files([d.impath for d in items])
+        if gone:
+            raise DatasetError('Few-shot cache "{}" names {} image(s) that are not on disk, e.g. "{}" (moved or '
+                               "deleted since it was written); delete it to draw the few-shot set again.".format(
+                                   path, len(gone), gone[0]))
+
     def _read_fewshot_json(self, path, train, val):
         by_path = {d.impath: d for d in list(train) + (list(val) if self.fewshot_val else [])}
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            if not all(isinstance(data.get(k), list) for k in (("train", "val") if self.fewshot_val else ("train",))):
+                raise ValueError("expected lists of image paths under train and val")
+        except (ValueError, AttributeError) as e:
+            raise DatasetError('Few-shot cache "{}" is damaged ({}); delete it to draw the few-shot set again.'.format(
+                path, e)) from None
         if not self.fewshot_val:
             data = {"train": data["train"], "val": []}
         out = []
@@ -82,8 +109,17 @@ class FewShotCache:
     @staticmethod
     def load_pickle(path):
         """A CoOp pickle (Dassl ``Datum`` objects) under either engine."""
-        with open(path, "rb") as f:
-            return _DatumUnpickler(f).load()
+        try:
+            with open(path, "rb") as f:
+                data = _DatumUnpickler(f).load()
+            if not isinstance(data, dict) or not all(
+                    isinstance(v, list) and all(isinstance(d, compat.Datum) for d in v) for v in data.values()):
+                raise ValueError("expected a dict of Datum lists")
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                ImportError, UnicodeDecodeError) as e:
+            raise DatasetError('Cache "{}" is damaged or refused ({}); delete it and it is made again.'.format(
+                path, e)) from None
+        return data
 
     @staticmethod
     def dump_pickle(path, data):

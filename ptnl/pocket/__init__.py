@@ -30,7 +30,8 @@ import tempfile
 import time
 
 from ptnl.clip.weights import register_weights
-from ptnl.io import user_cache_dir
+from ptnl.errors import PTNLError
+from ptnl.io import cache, user_cache_dir, write_json_atomic
 
 VERSION = 2
 SEED = 0
@@ -48,7 +49,7 @@ SHIPPED_RECORD = osp.join(PACKAGE_DIR, MANIFEST)
 REBUILD_TOLERANCE = 8.0
 
 
-class PocketWorldError(RuntimeError):
+class PocketWorldError(PTNLError, RuntimeError):
     """The generated dataset or the shipped weights are not the recorded ones."""
 
 
@@ -81,29 +82,72 @@ def world_dir(cache_root=None):
 
 
 def read_manifest(folder):
+    """The world's manifest, or None when there is none or when the dataset's files are no longer
+    the recorded ones (``world_is_recorded``): such a world is generated again."""
     path = osp.join(folder, MANIFEST)
     if not osp.isfile(path):
         return None
     with open(path) as f:
         manifest = json.load(f)
+    if not world_is_recorded(manifest, osp.join(folder, DATA), path):
+        return None
     manifest.update(weights=SHIPPED_WEIGHTS, root=osp.join(folder, DATA), folder=folder, built_now=False)
     return manifest
+
+
+def world_files(root):
+    """The files of the generated dataset under ``root``, in a fixed order: the split file and the
+    images; not what runs add later (few-shot caches)."""
+    ddir = osp.join(root, "dtd")
+    files = [osp.join(ddir, "split_zhou_DescribableTextures.json")]
+    for dirpath, dirnames, filenames in os.walk(osp.join(ddir, "images")):
+        dirnames.sort()
+        files += [osp.join(dirpath, name) for name in sorted(filenames)]
+    return files
 
 
 def images_digest(root):
     """sha256 of the generated dataset under ``root``: the images (relative paths, sorted, and
     bytes) and the split file; not what runs add later (few-shot caches)."""
     h = hashlib.sha256()
-    ddir = osp.join(root, "dtd")
-    files = [osp.join(ddir, "split_zhou_DescribableTextures.json")]
-    for dirpath, dirnames, filenames in os.walk(osp.join(ddir, "images")):
-        dirnames.sort()
-        files += [osp.join(dirpath, name) for name in sorted(filenames)]
-    for path in files:
+    for path in world_files(root):
         h.update(osp.relpath(path, root).replace(os.sep, "/").encode() + b"\0")
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()
+
+
+def world_identity(root):
+    """``ptnl.io.cache.files_identity`` (size and mtime) of the dataset's files, with paths relative
+    to ``root`` (the record stays true when the build folder is renamed into place)."""
+    files = cache.files_identity(world_files(root))
+    files["paths"] = [osp.relpath(p, root).replace(os.sep, "/") for p in files["paths"]]
+    return files
+
+
+def world_is_recorded(manifest, root, manifest_path=None):
+    """Whether the dataset under ``root`` is the one ``manifest`` records: its files' identities
+    (size and mtime) as recorded, else (files touched, copied, or a manifest from before the
+    identities were kept) its ``images_sha256``, after which the identities are recorded afresh in
+    ``manifest_path``. A manifest without a digest has nothing to check."""
+    if "images_sha256" not in manifest:
+        return True
+    files = manifest.get("files")
+    if isinstance(files, dict) and files.get("paths") and not cache.changed_files(
+            dict(files, paths=[osp.join(root, p) for p in files["paths"]])):
+        if len(files["paths"]) == len(world_files(root)):  # and nothing was added
+            return True
+    try:
+        if images_digest(root) != manifest["images_sha256"]:
+            return False
+    except OSError:  # a file of the record is gone
+        return False
+    if manifest_path:
+        try:
+            write_json_atomic(manifest_path, dict(manifest, files=world_identity(root)))
+        except OSError:  # a read-only world is checked by content each time
+            pass
+    return True
 
 
 @contextlib.contextmanager
@@ -145,6 +189,12 @@ def build(cache_root=None, log=_log):
             for name in os.listdir(parent):
                 if name.startswith(".build-"):
                     shutil.rmtree(osp.join(parent, name), ignore_errors=True)
+        if osp.isdir(folder):  # a world whose files are no longer the recorded ones (read_manifest)
+            log("The pocket dataset in {} is not the recorded one (files changed since it was built); "
+                "generating it again".format(folder))
+            aside = tempfile.mkdtemp(dir=parent, prefix=".build-stale-")
+            os.rename(folder, osp.join(aside, "world"))
+            shutil.rmtree(aside, ignore_errors=True)
         log("Generating the pocket dataset into {} (once)".format(folder))
         tmp = tempfile.mkdtemp(dir=parent, prefix=".build-")
         try:
@@ -210,7 +260,7 @@ def _build_into(folder, log):
     acc = zero_shot_accuracy(load_clip(SHIPPED_WEIGHTS), osp.join(folder, DATA))
     manifest = dict(record, tag=tag(), zero_shot_accuracy=100.0 * acc,
                     shipped_zero_shot_accuracy=record["zero_shot_accuracy"], here=_versions(),
-                    build_seconds=time.time() - start)
+                    build_seconds=time.time() - start, files=world_identity(osp.join(folder, DATA)))
     with open(osp.join(folder, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2)
     log("Pocket world ready in {:.0f}s: zero-shot test accuracy {:.2f}% (chance {:.1f}%; {:.2f}% when "
@@ -272,7 +322,7 @@ def weights_file(cache_root=None):
     return build(cache_root)["weights"]
 
 
-@register_weights("pocket")
+@register_weights("pocket", resolution=lambda: shipped()["resolution"])  # known without building the world
 def _pocket_weights():
     return weights_file()
 

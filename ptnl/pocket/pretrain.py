@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ptnl.clip.preprocess import CLIP_MEAN, CLIP_STD
 from ptnl.pocket import world
 
 with warnings.catch_warnings():
@@ -20,9 +21,7 @@ with warnings.catch_warnings():
     import clip
     from clip.model import CLIP
 
-# CLIP's input normalisation (the trainers' INPUT.PIXEL_MEAN / PIXEL_STD).
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+MEAN, STD = CLIP_MEAN, CLIP_STD  # CLIP's input normalisation (the trainers' INPUT.PIXEL_MEAN / PIXEL_STD)
 
 RESOLUTION = 64
 ARCH = dict(embed_dim=128, image_resolution=RESOLUTION, vision_layers=(1, 1, 1, 1), vision_width=16,

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from ptnl.clip.heads import ImageClassifier, LinearHead
-from ptnl.clip.text import normalize
 from ptnl.clip.weights import BackboneError, WeightsNotFoundError, downloads_off
+from ptnl.errors import ConfigError
 from ptnl.io import get_logger
 from ptnl.noise import flip_noise
 from ptnl.trainers.base import PTNLTrainerBase
@@ -67,23 +67,29 @@ class LinearProbe(PTNLTrainerBase):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         if cfg.TRAINER.LINEAR_PROBE.PROTOCOL not in PROTOCOLS:
-            raise ValueError("TRAINER.LINEAR_PROBE.PROTOCOL must be one of {}, got {!r}".format(
+            raise ConfigError("TRAINER.LINEAR_PROBE.PROTOCOL must be one of {}, got {!r}".format(
                 PROTOCOLS, cfg.TRAINER.LINEAR_PROBE.PROTOCOL))
 
     def build_model(self):
         clip_model = self.load_clip_model()
         num_classes = self.dm.num_classes
         dim = clip_model.text_projection.shape[1]
-        raw = self.cfg.TRAINER.LINEAR_PROBE.PROTOCOL == "coop"
-        self.model = ImageClassifier(clip_model, LinearHead(torch.zeros(num_classes, dim), 1.0, normalize=not raw))
+        self.model = ImageClassifier(clip_model, LinearHead(torch.zeros(num_classes, dim), 1.0,
+                                                            normalize=not self.raw_features))
         self.freeze_all_but(self.model, [])  # fitted by sklearn, not by gradients
         self.model.to(self.device).eval()
         self.build_loss()
 
+    @property
+    def raw_features(self):
+        """``coop``: the image encoder's raw output, as lpclip fits and tests on (the evaluation
+        from cached features reads them raw too); ``fixed``: L2-normalised."""
+        return self.cfg.TRAINER.LINEAR_PROBE.PROTOCOL == "coop"
+
     def features(self, split, items):
-        """Cached image features of ``items`` as the protocol fits on them (raw, or L2-normalised)."""
-        x = self.cached_features(split, items).float()
-        return (x if self.cfg.TRAINER.LINEAR_PROBE.PROTOCOL == "coop" else normalize(x)).numpy()
+        """Cached image features of ``items`` as the protocol fits on them (``raw_features``: the
+        encoder's output, or L2-normalised)."""
+        return self.cached_features(split, items).float().numpy()
 
     def val_labels(self, val):
         """The val split's labels: clean (CoOp's), or with the run's noise rate and type drawn by
@@ -143,6 +149,8 @@ class ImageNetFT(PTNLTrainerBase):
     """A torchvision ResNet with ImageNet weights, every layer fine-tuned, new final layer.
     MODEL.BACKBONE.NAME: a torchvision architecture name (its IMAGENET1K_V1 weights, downloaded
     into torch's hub cache) or a weights file for TRAINER.IMAGENET_FT.ARCH."""
+
+    USES_CLIP = False  # its input is the config's (ImageNet preprocessing), its size not a CLIP's
 
     def build_model(self):
         self.model = build_imagenet_resnet(self.cfg.MODEL.BACKBONE.NAME, self.cfg.TRAINER.IMAGENET_FT.ARCH,
