@@ -9,7 +9,8 @@ labelled by their search query (about 20% wrong), as the original release lays i
 Training draws the few-shot set from the noisy images, K per class by their given (folder) label,
 and keeps the noise they carry: no synthetic noise is added (DATASET.NOISE.RATE > 0 is an error
 unless DATASET.FOOD101N.SYNTHETIC_NOISE True). The verification labels (1: the label is right,
-0: wrong) report the realised noise rate of the drawn set in ``noise_record`` (``noise.json``).
+0: wrong) report the realised noise rate of the drawn set in ``noise_record`` (``noise.json``), and
+JoAPR's and NLPrompt's partition precision / recall are scored on the verified items (``verification_of``).
 
 The test set is Food-101's (DATASET.FOOD101N.FOOD101_DIR, default ``<root>/food-101``), by
 DATASET.FOOD101N.TEST_PROTOCOL: ``food101`` is the official ``meta/test.txt`` (25,250 images, as
@@ -27,6 +28,7 @@ from ptnl.compat import DATASET_REGISTRY
 from ptnl.config import register_config_keys
 from ptnl.data.base import DatasetError, PTNLDatasetBase
 from ptnl.data.splits import read_split_file
+from ptnl.errors import ConfigError
 from ptnl.noise.types import NoiseError
 
 # DATASET.FOOD101N.TEST_PROTOCOL -> (what it is, who used it)
@@ -60,7 +62,7 @@ class Food101N(PTNLDatasetBase):
     def __init__(self, cfg):
         opts = cfg.DATASET.FOOD101N
         if opts.TEST_PROTOCOL not in TEST_PROTOCOLS:
-            raise ValueError("DATASET.FOOD101N.TEST_PROTOCOL must be one of: {}; got {!r}".format(
+            raise ConfigError("DATASET.FOOD101N.TEST_PROTOCOL must be one of: {}; got {!r}".format(
                 "; ".join("{} ({})".format(k, v) for k, v in TEST_PROTOCOLS.items()), opts.TEST_PROTOCOL))
         noise = cfg.DATASET.NOISE
         if (noise.RATE > 0 or noise.MODE == "release") and not opts.SYNTHETIC_NOISE:
@@ -120,7 +122,7 @@ class Food101N(PTNLDatasetBase):
         else:
             self.imagelist_source = self.image_dir
             if not osp.isdir(self.image_dir):
-                raise FileNotFoundError('image folder "{}" not found (nor "{}")'.format(self.image_dir, path))
+                raise DatasetError('image folder "{}" not found (nor "{}")'.format(self.image_dir, path))
             rels = []
             for cname in cname2lab:
                 cdir = osp.join(self.image_dir, cname)
@@ -166,7 +168,7 @@ class Food101N(PTNLDatasetBase):
         else:
             source = osp.join(self.food101_dir, "split_zhou_Food101.json")
             if not osp.isfile(source):
-                raise FileNotFoundError('CoOp\'s split file "{}" not found (TEST_PROTOCOL coop); download it from '
+                raise DatasetError('CoOp\'s split file "{}" not found (TEST_PROTOCOL coop); download it from '
                                         "CoOp's DATASETS.md".format(source))
             rels = [rel for rel, _, _ in read_split_file(source)["test"]]
         records = []
@@ -185,7 +187,8 @@ class Food101N(PTNLDatasetBase):
 
     def verification_of(self, impath):
         """The release's verification label of an image's own (folder) label: 1 right, 0 wrong,
-        None when the image was not verified (a selection method's precision/recall can use it)."""
+        None when the image was not verified. The sample-selection trainers score their partition on
+        the verified items through it (``ptnl.trainers.selection.known_noise``)."""
         found = self._verified_entry(impath)
         return None if found is None else found[0]
 
@@ -227,7 +230,9 @@ class Food101N(PTNLDatasetBase):
             "verified": {k: v for k, v in stats.items() if k != "per_class"},
             "per_class": stats["per_class"],
             "true_labels": "unknown: the release says whether a label is right, not which class is; true labels "
-                           "are the given labels, so per-epoch clean/noisy diagnostics count every item as clean",
+                           "are the given labels, so per-epoch clean/noisy diagnostics count every item as clean; "
+                           "a sample-selection method's partition precision / recall is scored on the verified "
+                           "items (verification_label 0: noisy, 1: clean; n/a when none is verified)",
             "test_protocol": "{} ({})".format(self.test_protocol, TEST_PROTOCOLS[self.test_protocol]),
             "samples": [{"impath": d.impath, "label": int(d.label), "verification_label": v}
                         for d, v in zip(self.train_x, labels)],

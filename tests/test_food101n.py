@@ -8,12 +8,14 @@ import os
 import os.path as osp
 import random
 
+import numpy as np
 import pytest
 
 from ptnl import compat
 from ptnl.config import extend_cfg
 from ptnl.data.base import DatasetError
 from ptnl.noise.types import NoiseError
+from conftest import run_py
 from test_datasets_all import REPO, write_images, write_text
 
 import datasets  # noqa: F401  (registers every dataset)
@@ -230,3 +232,45 @@ def test_train_py_end_to_end(tmp_path):
     assert res["dataset"] == "Food101N" and res["noise"]["realised_rate"] == 0.5
     assert res["config"]["DATASET.FOOD101N.TEST_PROTOCOL"] == "coop"
     assert "realised 0.5000" in open(osp.join(out, "log.txt")).read()
+
+
+@pytest.mark.parametrize("verified", [True, False])
+def test_selection_partition_scored_on_verification_labels(tmp_path, monkeypatch, verified):
+    """Food-101N knows no true classes: NLPrompt's noisy set is scored on the verified items (6 of 18,
+    3 verified wrong), precision and recall computed here from the verification table; with no
+    verified item both are n/a (None), not 0."""
+    from ptnl.data.generated import make_clip
+    from test_methods import build as build_trainer
+    d = make_food101n(str(tmp_path / "data"))
+    if not verified:
+        for name in ("verified_train.tsv", "verified_val.tsv"):
+            write_text(osp.join(d, "meta", name), ["class_name/key\tverification_label"])
+    clip = make_clip(str(tmp_path / "clip-vit.pt"), kind="vit")
+    t = build_trainer(str(tmp_path / "data"), clip, tmp_path / "out", "NLPrompt", shots=PER_CLASS,
+                      dataset_cfg="configs/datasets/food101n.yaml",
+                      opts=["DATASET.NOISE.RATE", 0.0, "OPTIM.MAX_EPOCH", 1])
+    from ptnl.selection import nlprompt
+    real, seen = nlprompt.nlprompt_partition, []
+    monkeypatch.setattr(nlprompt, "nlprompt_partition", lambda *a, **kw: seen.append(real(*a, **kw)) or seen[-1])
+    t.train()
+    part = t.epoch_records[-1]["partition"]
+    table = {**VERIFIED_TRAIN, **VERIFIED_VAL} if verified else {}
+    label_of = {osp.join(d, "images", c, key(c, i) + ".jpg"): table.get((k, i))
+                for k, c in enumerate(CLASSES) for i in range(PER_CLASS)}
+    v = [label_of[item.impath] for item in t.train_items]
+    in_u = set(t._u_idx.tolist())
+    u_verified = [i for i in range(len(v)) if i in in_u and v[i] is not None]
+    found = sum(v[i] == 0 for i in u_verified)
+    assert part["scored_on"] == "verified" and part["num_scored"] == (6 if verified else 0)
+    assert part["num_truly_noisy"] == (3 if verified else 0) and part["num_found"] == found
+    assert part["precision"] == (pytest.approx(100.0 * found / len(u_verified)) if u_verified else None)
+    assert part["recall"] == (pytest.approx(100.0 * found / 3) if verified else None)
+    right = [i for i in range(len(v)) if v[i] == 1]  # pseudo-labels scored where the label is verified right
+    pseudo = seen[-1][0]
+    assert part["pseudo_label_accuracy"] == (pytest.approx(100.0 * float(np.mean(
+        [pseudo[i] == t.given_labels[i] for i in right]))) if right else None)
+    # the report's table says the scores are over verified items (n/a: "—")
+    report = run_py(["-m", "ptnl.report", str(tmp_path / "out")]).stdout
+    show = lambda x: "—" if x is None else "{:.1f}".format(x)  # noqa: E731
+    assert "{} / {} (verified)".format(show(part["precision"]), show(part["recall"])) in report, report
+    assert "(verified): the dataset knows no true classes (Food-101N)" in report

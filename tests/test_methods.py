@@ -191,6 +191,15 @@ def test_partition_scores():
     assert (s["num_noisy"], s["num_clean"], s["num_found"], s["num_truly_noisy"]) == (3, 3, 2, 3)
     empty = partition_scores(np.zeros(4, bool), np.zeros(4, bool))
     assert empty["precision"] is None and empty["recall"] is None
+    assert "scored_on" not in s
+    # only some samples' noise known (verified labels): scored on those alone
+    known = np.array([1, 1, 1, 0, 0, 1], dtype=bool)
+    v = partition_scores(pred, true, known=known)  # U ∩ known = {0, 1}, noisy ∩ known = {0, 2}
+    assert v["precision"] == pytest.approx(50.0) and v["recall"] == pytest.approx(50.0)
+    assert (v["num_noisy"], v["num_found"], v["num_truly_noisy"], v["num_scored"]) == (3, 1, 2, 4)
+    assert v["scored_on"] == "verified"
+    none = partition_scores(pred, true, known=np.zeros(6, bool))
+    assert none["precision"] is None and none["recall"] is None and none["num_scored"] == 0
 
 
 # ---------------------------------------------------------------- trainers in process
@@ -225,7 +234,7 @@ def test_training_pass_is_in_item_order_for_both_transforms(world, tmp_path):
     assert torch.equal(t.training_pass("train")["logits"], aug["logits"])  # per_sample: drawn per (epoch, item)
 
 
-def test_subset_loaders_are_restored_and_nlprompt_keeps_every_item(world, tmp_path):
+def test_subset_loaders_are_restored_and_nlprompt_keeps_every_item(world, tmp_path, monkeypatch):
     t = build(world["data"], world["clip"], tmp_path / "a", "NLPrompt", ["OPTIM.MAX_EPOCH", 1])
     full = t.train_loader_x
     t.train()
@@ -236,11 +245,57 @@ def test_subset_loaders_are_restored_and_nlprompt_keeps_every_item(world, tmp_pa
     assert seen == len(t.train_items)  # no drop_last loss
     rel = build(world["data"], world["clip"], tmp_path / "b", "NLPrompt",
                 ["OPTIM.MAX_EPOCH", 1, "TRAINER.NLPROMPT.RELEASE_BUGS", True, "DATALOADER.TRAIN_X.BATCH_SIZE", 5])
+    seen_logits = []
+    real = nlprompt.nlprompt_partition
+
+    def spy(logits, labels, *a, **kw):
+        seen_logits.append(logits.clone())
+        return real(logits, labels, *a, **kw)
+    monkeypatch.setattr(nlprompt, "nlprompt_partition", spy)
     rel.train()
-    part = rel.epoch_records[-1]["partition"]
-    assert part["num_noisy"] >= len(rel.train_items) % 5  # the dropped ones are noisy
+    n = len(rel.train_items)
+    # which items are in U, computed here: the last n mod 5 of the stream's order (the release's drop_last)
+    # and, of the others, those whose transport pseudo-label is not their given label
+    dropped = nlprompt.release_dropped(n, 5, rel.stream(0, 5))
+    assert dropped.sum() == n % 5 > 0
+    keep = ~dropped
+    plan = nlprompt.transport_plan(nlprompt.ot_cost(seen_logits[0][torch.as_tensor(keep)]), 0.01)
+    noisy = dropped.copy()
+    noisy[keep] = plan.argmax(1) != rel.given_labels[keep]
+    assert rel._u_idx.tolist() == np.flatnonzero(noisy).tolist()
+    assert rel._x_idx.tolist() == np.flatnonzero(~noisy).tolist()
+    assert rel.epoch_records[-1]["partition"]["num_noisy"] == int(noisy.sum())
     for ld in (rel._loader_x, rel._loader_u):
         assert ld is None or ld.drop_last == (len(ld.dataset) >= 5)
+
+
+@pytest.mark.parametrize("release,batches", [(True, {"x": 0, "u": 0}), (False, {"x": 1, "u": 1})])
+def test_nlprompt_release_subsets_drop_last_whatever_their_size(world, tmp_path, monkeypatch, release, batches):
+    """The release deep-copies the full loader (drop_last, as the full set holds a batch) for X and U:
+    a clean subset of 20 items (and a noisy one of 28) trains no batch under RELEASE_BUGS True, one
+    without; the lr still steps once that epoch."""
+    def split_20(logits, labels, *a, **kw):
+        clean = np.zeros(len(labels), dtype=bool)
+        clean[:20] = True
+        return np.where(clean, labels, -1), clean
+    monkeypatch.setattr(nlprompt, "nlprompt_partition", split_20)
+    t = build(world["data"], world["clip"], tmp_path / "a", "NLPrompt",
+              ["OPTIM.MAX_EPOCH", 1, "DATASET.NUM_SHOTS", 8, "DATALOADER.TRAIN_X.BATCH_SIZE", 32,
+               "TRAINER.NLPROMPT.RELEASE_BUGS", release])
+    assert len(t.train_items) == 48 >= 32  # the full loader drops its last partial batch
+    trained, lr_steps = {"x": 0, "u": 0}, []
+    step, update = t.compute_loss, t.update_lr
+
+    def spy(batch):
+        trained[t._phase] += 1
+        assert len(batch["impath"]) == (20 if t._phase == "x" else 28)
+        return step(batch)
+    t.compute_loss = spy
+    t.update_lr = lambda *a: (lr_steps.append(t.epoch), update(*a))
+    t.train()
+    assert trained == batches
+    assert len(t._x_idx) == 20 and len(t._u_idx) == 28
+    assert lr_steps == [0]
 
 
 def test_nlprompt_underflow_stops_the_run_unless_release(world, tmp_path):
@@ -352,7 +407,17 @@ def test_trainer_end_to_end(world, tmp_path, trainer):
     args[args.index("--config-file") + 1] = "configs/trainers/{}/rn50.yaml".format(trainer)
     run_py(args)
     rec = json.load(open(osp.join(out, "results.json")))
-    assert rec["trainer"] == trainer and rec["method"] == trainer.lower() and 0 <= rec["accuracy"] <= 100
+    assert rec["trainer"] == trainer and rec["method"] == trainer.lower()
+    # the reported accuracy is the saved final model's on the test split, computed here image by image
+    t = build(world["data"], world["clip"], tmp_path / "check", trainer, ["OPTIM.MAX_EPOCH", 3])
+    t.load_model(out, epoch=3)
+    t.set_model_mode("eval")
+    test = t.dm.dataset.test
+    with torch.no_grad():
+        img = torch.stack([t.dm.test_loader.dataset.transform(compat.read_image(d.impath)) for d in test])
+        pred = t.model(img).argmax(1).numpy()
+    assert rec["accuracy"] == pytest.approx(100.0 * float((pred == np.array([d.label for d in test])).mean()),
+                                            abs=1e-6)
     main_epochs = 3 - (1 if trainer == "JoAPR" else 0)  # JoAPR's warm-up epoch has no partition
     assert [p["epoch"] for p in rec["partition"]] == list(range(4 - main_epochs, 4))
     assert rec["partition_final"] == rec["partition"][-1]

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ptnl.errors import ConfigError
+
 COSTS = ("p", "logp")  # p: the release's cost (-p up to a row constant); logp: the paper's -log p
 SOLVERS = ("sinkhorn", "sinkhorn_log", "auto")
 
@@ -22,7 +24,7 @@ def ot_cost(logits: torch.Tensor, cost: str = "p") -> np.ndarray:
     P = softmax(logits) (log_softmax applied to probabilities), which is -P plus a per-row constant
     that Sinkhorn's scaling absorbs: a cost of -p. ``logp``: -log P, as the paper writes."""
     if cost not in COSTS:
-        raise ValueError("TRAINER.NLPROMPT.COST must be one of {}, got {!r}".format(COSTS, cost))
+        raise ConfigError("TRAINER.NLPROMPT.COST must be one of {}, got {!r}".format(COSTS, cost))
     logits = logits.double()
     if cost == "p":
         return (-F.log_softmax(F.softmax(logits, dim=1), dim=1)).cpu().numpy()
@@ -47,7 +49,7 @@ def transport_plan(cost: np.ndarray, reg: float, *, solver: str = "sinkhorn", nu
     """
     import ot
     if solver not in SOLVERS:
-        raise ValueError("TRAINER.NLPROMPT.SOLVER must be one of {}, got {!r}".format(SOLVERS, solver))
+        raise ConfigError("TRAINER.NLPROMPT.SOLVER must be one of {}, got {!r}".format(SOLVERS, solver))
     n, c = cost.shape
     a, b = np.full(n, 1.0 / n), np.full(c, 1.0 / c)
     method = "sinkhorn_log" if solver == "sinkhorn_log" else "sinkhorn"

@@ -7,10 +7,19 @@ per-item logits, probabilities, features and losses in item order (test transfor
 the cached image features, so the pass is a matrix product with the current text features);
 ``subset_loader(indices)``, a training loader over a subset (DATALOADER.RANDOMNESS kept), the full
 loader coming back in ``after_epoch``; ``record_partition(noisy)``, precision and recall of the noisy
-set against the true labels, in log.txt, TensorBoard, epochs.json and results.json (``partition``).
+set against the true labels (for a dataset that verifies only some labels, Food-101N, against its
+verification labels, over the verified items), in log.txt, TensorBoard, epochs.json and results.json
+(``partition``).
+
+A method's per-dataset presets (``configs/methods/<method>.yaml``) and the settings its RELEASE_BUGS
+flag implies are applied to the config by ``apply_method_presets`` (train.py's config setup, which the
+scripts and grid engines go through) for every key the user did not set; the run logs the values used
+and where they came from in one line (``* JoAPR settings: ...``) and records them in results.json.
 """
+import os.path as osp
 import time
-from typing import Dict, Optional
+import warnings
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,9 +29,10 @@ from ptnl import compat
 from ptnl.data.decoded import wrapper_for
 from ptnl.data.randomness import EpochSampler, PerSampleRandomness, build_train_loader, run_seed, set_loader_epoch, \
     stream_seed
+from ptnl.errors import ConfigError, RunError
 from ptnl.io import get_logger
 from ptnl.losses import build_loss
-from ptnl.selection import joapr, nlprompt
+from ptnl.selection import joapr, nlprompt, presets
 from ptnl.selection.partition import partition_scores
 from ptnl.trainers.prompt_tuning import PTNL
 from ptnl.trainers.registry import register_trainer
@@ -40,6 +50,49 @@ class SampleSelectionTrainer(PTNL):
 
     CFG_NODE = ""
     GROUPABLE = False  # selects its own training subset each epoch
+    RELEASE_PASS_TRANSFORM = None  # the release's PASS_TRANSFORM, implied by RELEASE_BUGS True unless set
+
+    @classmethod
+    def preset_of(cls, cfg) -> Tuple[Dict, str]:
+        """({key under TRAINER.<CFG_NODE>: value}, where from) that this run's dataset, noise type and
+        rate get from the method's preset table (``configs/methods/<method>.yaml``, when there is one),
+        plus the release's pass transform when RELEASE_BUGS is on."""
+        values, sources = {}, []
+        path = presets.presets_file(cls.CFG_NODE)
+        if cls.CFG_NODE and osp.isfile(path):
+            table = presets.load_presets(path)
+            if table["node"] != "TRAINER." + cls.CFG_NODE:
+                raise ConfigError('Preset table "{}" is for {}, not TRAINER.{}'.format(path, table["node"],
+                                                                                     cls.CFG_NODE))
+            noise = cfg.DATASET.NOISE
+            row, source = presets.lookup_preset(table, cfg.DATASET.NAME, noise.TYPE, noise.RATE)
+            values.update(row)
+            sources.append("{} from {}".format(", ".join(row), source))
+        if cls.RELEASE_PASS_TRANSFORM and cfg.TRAINER[cls.CFG_NODE].RELEASE_BUGS:
+            values["PASS_TRANSFORM"] = cls.RELEASE_PASS_TRANSFORM
+            sources.append("PASS_TRANSFORM {} implied by RELEASE_BUGS True (the release's pass)".format(
+                cls.RELEASE_PASS_TRANSFORM))
+        return values, "; ".join(sources)
+
+    def preset_record(self) -> Dict:
+        """The preset of this run (``preset_of``), the values used, and the keys whose value differs
+        (set by the user): results.json's ``method_preset``."""
+        values, source = self.preset_of(self.cfg)
+        used = {k: self.opts[k] for k in values}
+        return {"source": source, "preset": values, "used": used,
+                "overridden": sorted(k for k in values if used[k] != values[k])}
+
+    def settings_line(self) -> str:
+        """One log line: the method's settings and where the preset ones came from."""
+        rec = self.preset_record()
+        shown = ", ".join("{} {}".format(k, self.opts[k]) for k in self.opts)
+        line = "* {} settings: {}".format(type(self).__name__, shown)
+        if rec["source"]:
+            line += " | preset: " + rec["source"]
+        if rec["overridden"]:
+            line += " | set by the user instead: " + ", ".join(
+                "{} {} (preset {})".format(k, rec["used"][k], rec["preset"][k]) for k in rec["overridden"])
+        return line
 
     @property
     def opts(self):
@@ -53,13 +106,16 @@ class SampleSelectionTrainer(PTNL):
         super().check_cfg(cfg)
         mode = cfg.TRAINER[self.CFG_NODE].PASS_TRANSFORM
         if mode not in PASS_TRANSFORMS:
-            raise ValueError("TRAINER.{}.PASS_TRANSFORM must be one of {}, got {!r}".format(
+            raise ConfigError("TRAINER.{}.PASS_TRANSFORM must be one of {}, got {!r}".format(
                 self.CFG_NODE, PASS_TRANSFORMS, mode))
 
     def build_data_loader(self):
         super().build_data_loader()
         self.given_labels = np.array([d.label for d in self.train_items])
         self.true_labels = np.array([self.true_label_of[d.impath] for d in self.train_items])
+        # which items' noise is known: all, or (Food-101N) the items the release verified
+        self.truly_noisy, self.noise_known, self.true_known = known_noise(
+            self.dm.dataset, self.train_items, self.given_labels, self.true_labels)
         self.full_train_loader = self.train_loader_x
         self._seed = run_seed(self.cfg)
         self._pass_loader = None
@@ -137,20 +193,26 @@ class SampleSelectionTrainer(PTNL):
         self.train_loader_x = self.full_train_loader  # the full set again (checkpoints, the next epoch)
 
     # ------------------------------------------------------------------ partition diagnostics
+    def before_train(self):
+        super().before_train()
+        log.info(self.settings_line())
+
     def before_epoch(self):
         super().before_epoch()
         self._partition = None
 
     def record_partition(self, predicted_noisy: np.ndarray, **extra) -> Dict:
-        """Precision / recall of this epoch's noisy set against the true labels: logged, sent to
-        TensorBoard (``partition/*``) and kept in the epoch record (``partition``)."""
-        rec = partition_scores(predicted_noisy, self.true_labels != self.given_labels)
+        """Precision / recall of this epoch's noisy set against the true labels (or, where only some
+        labels are verified, over the verified items): logged, sent to TensorBoard (``partition/*``)
+        and kept in the epoch record (``partition``)."""
+        rec = partition_scores(predicted_noisy, self.truly_noisy, known=self.noise_known)
         rec.update(extra)
         self._partition = rec
         fmt = lambda v: "n/a" if v is None else "{:.1f}%".format(v)  # noqa: E731
+        scored = "" if self.noise_known is None else "; scored on the {} verified items".format(rec["num_scored"])
         log.info("* partition (epoch {}): {} clean, {} noisy; noisy-set precision {} recall {} ({} of {} "
-                 "noisy found)".format(self.epoch + 1, rec["num_clean"], rec["num_noisy"], fmt(rec["precision"]),
-                                       fmt(rec["recall"]), rec["num_found"], rec["num_truly_noisy"]))
+                 "noisy found{})".format(self.epoch + 1, rec["num_clean"], rec["num_noisy"], fmt(rec["precision"]),
+                                         fmt(rec["recall"]), rec["num_found"], rec["num_truly_noisy"], scored))
         for key in PARTITION_SCALARS:
             if rec.get(key) is not None:
                 self.write_scalar("partition/" + key, rec[key], self.epoch + 1)
@@ -167,7 +229,8 @@ class SampleSelectionTrainer(PTNL):
         parts = [r["partition"] for r in self.epoch_records if "partition" in r]
         record.update({"method": self.CFG_NODE.lower(), "partition": parts,
                        "partition_final": parts[-1] if parts else None,
-                       "method_settings": {k: self.opts[k] for k in self.opts}})
+                       "method_settings": {k: self.opts[k] for k in self.opts},
+                       "method_preset": self.preset_record()})
         return record
 
     def _track_gradients(self, output, label, impaths):
@@ -193,6 +256,54 @@ class SampleSelectionTrainer(PTNL):
             n_iter = self.epoch * num_batches + self.batch_idx
             self.write_scalar("train/loss", summary["loss"], n_iter)
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+
+
+def known_noise(dataset, items, given: np.ndarray, true: np.ndarray):
+    """(truly noisy [N], noise known [N] or None, true label known [N] or None; None: for every item).
+    A dataset that knows no true classes but verified some labels (``verification_of(impath)``: 1 the
+    folder label is right, 0 wrong, None not verified; Food-101N) is scored on its verified items: noisy
+    when the label was verified wrong or relabelled by synthetic noise; the true label is known where
+    the folder label was verified right."""
+    relabelled = np.asarray(given) != np.asarray(true)
+    verify = getattr(dataset, "verification_of", None)
+    if verify is None:
+        return relabelled, None, None
+    v = [verify(d.impath) for d in items]
+    known = np.array([x is not None for x in v], dtype=bool)
+    return np.array([x == 0 for x in v], dtype=bool) | relabelled, known, np.array([x == 1 for x in v], dtype=bool)
+
+
+def selection_trainer(name: str):
+    """The registered sample-selection trainer class called ``name``, or None (another trainer, or
+    none of that name: the run's checks report it)."""
+    registry = compat.TRAINER_REGISTRY
+    if name not in registry.registered_names():
+        return None
+    cls = registry.get(name)
+    return cls if isinstance(cls, type) and issubclass(cls, SampleSelectionTrainer) else None
+
+
+def apply_method_presets(cfg, files: Iterable[str] = (), opts: Optional[Sequence] = None) -> Optional[str]:
+    """Set a sample-selection trainer's preset values (``preset_of``: its release's per-dataset table,
+    the pass transform RELEASE_BUGS implies) on the unfrozen ``cfg``, except the keys the user set in
+    the config ``files`` or the ``opts`` they passed. Returns where the values came from (None for
+    other trainers). Called once by train.py's config setup, which every script and engine goes through.
+
+    Args:
+        cfg: the merged config, not frozen.
+        files: the yaml files merged into it (dataset and trainer configs).
+        opts: the trailing ``KEY VALUE`` options.
+    """
+    cls = selection_trainer(cfg.TRAINER.NAME)
+    if cls is None:
+        return None
+    values, source = cls.preset_of(cfg)
+    explicit = presets.keys_set_by(files, opts)
+    node = cfg.TRAINER[cls.CFG_NODE]
+    for key, value in values.items():
+        if "TRAINER.{}.{}".format(cls.CFG_NODE, key) not in explicit:
+            node[key] = float(value) if isinstance(node[key], float) else value
+    return source
 
 
 def cycled(loader, epoch: int):
@@ -254,7 +365,7 @@ class JoAPR(SampleSelectionTrainer):
                               gmm=part["gmm"])
         self._x_idx, self._u_idx = np.flatnonzero(clean), np.flatnonzero(~clean)
         if self.release and len(self._u_idx) == 0:
-            raise RuntimeError("JoAPR: the noisy set is empty at epoch {}; the released code crashes here "
+            raise RunError("JoAPR: the noisy set is empty at epoch {}; the released code crashes here "
                                "(TRAINER.JOAPR.RELEASE_BUGS True). Set TRAINER.JOAPR.RELEASE_BUGS False to train on "
                                "the clean set alone".format(self.epoch + 1))
         self._loader_x, self._loader_u = self.subset_loader(self._x_idx), self.subset_loader(self._u_idx)
@@ -311,16 +422,17 @@ class NLPrompt(SampleSelectionTrainer):
     form X, trained with CE, then the others (U) with MAE on their given labels."""
 
     CFG_NODE = "NLPROMPT"
+    RELEASE_PASS_TRANSFORM = "train"  # the release's OT pass runs over its training loader (augmented views)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         o = cfg.TRAINER.NLPROMPT
         if o.COST not in nlprompt.COSTS:
-            raise ValueError("TRAINER.NLPROMPT.COST must be one of {}, got {!r}".format(nlprompt.COSTS, o.COST))
+            raise ConfigError("TRAINER.NLPROMPT.COST must be one of {}, got {!r}".format(nlprompt.COSTS, o.COST))
         if o.SOLVER not in nlprompt.SOLVERS:
-            raise ValueError("TRAINER.NLPROMPT.SOLVER must be one of {}, got {!r}".format(nlprompt.SOLVERS, o.SOLVER))
+            raise ConfigError("TRAINER.NLPROMPT.SOLVER must be one of {}, got {!r}".format(nlprompt.SOLVERS, o.SOLVER))
         if not o.REG > 0:
-            raise ValueError("TRAINER.NLPROMPT.REG must be > 0, got {}".format(o.REG))
+            raise ConfigError("TRAINER.NLPROMPT.REG must be > 0, got {}".format(o.REG))
 
     def build_loss(self):
         super().build_loss()
@@ -337,11 +449,20 @@ class NLPrompt(SampleSelectionTrainer):
         pseudo, clean = nlprompt.nlprompt_partition(
             out["logits"], self.given_labels, o.REG, cost=o.COST, solver=o.SOLVER, num_iter=o.NUM_ITER,
             stop_thr=o.STOP_THR, exclude=exclude, allow_underflow=self.release)
-        self.record_partition(~clean, pseudo_label_accuracy=100.0 * float((pseudo == self.true_labels).mean()))
-        drop_last = None if self.release else False  # the release drops each subset's last partial batch
+        known = np.ones(len(pseudo), dtype=bool) if self.true_known is None else self.true_known
+        self.record_partition(~clean, pseudo_label_accuracy=100.0 * float((pseudo == self.true_labels)[known].mean())
+                              if known.any() else None)
         self._x_idx, self._u_idx = np.flatnonzero(clean), np.flatnonzero(~clean)
-        self._loader_x = self.subset_loader(self._x_idx, drop_last=drop_last)
-        self._loader_u = self.subset_loader(self._u_idx, drop_last=drop_last)
+        self._loader_x, self._loader_u = (self.release_subset_loader(i) if self.release else
+                                          self.subset_loader(i, drop_last=False) for i in (self._x_idx, self._u_idx))
+
+    def release_subset_loader(self, indices: np.ndarray):
+        """The release's subset loader: a deep copy of the full training loader with the other items
+        deleted, so it keeps the full loader's drop_last (Dassl's: the full set holds a batch or more)
+        whatever the subset's size; a subset smaller than a batch then trains no batch (None here)."""
+        if len(self.train_items) >= self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE > len(indices):
+            return None
+        return self.subset_loader(indices, drop_last=None)  # Dassl's rule: the same as the full loader's here
 
     def run_epoch(self):
         phases = [(name, ld) for name, ld in (("x", self._loader_x), ("u", self._loader_u)) if ld is not None]
@@ -351,7 +472,12 @@ class NLPrompt(SampleSelectionTrainer):
                 set_loader_epoch(loader, self.epoch)
                 self._phase = name
                 yield from loader
-        self.run_batches(batches(), sum(len(ld) for _, ld in phases))
+        num = sum(len(ld) for _, ld in phases)
+        self.run_batches(batches(), num)
+        if num == 0:  # no batch this epoch (the release's drop_last): the lr still steps once, as the release's
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch: "lr_scheduler.step() before optimizer.step()"
+                self.update_lr()
 
     def compute_loss(self, batch):
         logits = self.model(batch["img"])
