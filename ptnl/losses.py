@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ptnl.config import register_config_keys
+from ptnl.errors import ConfigError
 from ptnl.registry import Registry
 
-LOSSES = Registry("loss", "TRAINER.PTNL.LOSS", sort_names=True)
+LOSSES = Registry("loss", "TRAINER.PTNL.LOSS", sort_names=True, error=ConfigError,
+                  hint="a loss of your own: @register_loss in a file named by PTNL_PLUGINS=path/to/file.py "
+                       "(CONTRIBUTING.md, Loss)")
 
 
 def register_loss(name: str, *, options: Optional[Dict[str, str]] = None,
@@ -74,7 +77,7 @@ def cross_entropy(logits, labels, reduction="mean", **_):
 
 def check_gce_q(q):
     if not 0.0 < q <= 1.0:
-        raise ValueError("GCE needs 0 < q <= 1 (TRAINER.PTNL.GCE_Q), got {}".format(q))
+        raise ConfigError("GCE needs 0 < q <= 1 (TRAINER.PTNL.GCE_Q), got {}".format(q))
 
 
 @register_loss("gce", options={"q": "GCE_Q"}, check=check_gce_q)
@@ -98,7 +101,7 @@ RCE_LOG_ZERO = -4.0  # A: log 0 of the one-hot label, clipped (Wang et al. 2019)
 def check_rce_a(**options):
     a = options["rce_a"]
     if not a < 0:
-        raise ValueError("Reverse CE needs log 0 := A < 0 (TRAINER.PTNL.RCE_A), got {}".format(a))
+        raise ConfigError("Reverse CE needs log 0 := A < 0 (TRAINER.PTNL.RCE_A), got {}".format(a))
 
 
 def _reverse_ce(logits, labels, rce_a):
@@ -163,6 +166,16 @@ def build_loss(name: str, **options) -> Loss:
         defaults = _defaults(fn)
         meta["check"](**{kw: bound.get(kw, defaults[kw]) for kw in meta["options"]})
     return Loss(name, fn, bound)
+
+
+def loss_options(cfg) -> Dict[str, Dict]:
+    """{CFG_KEY: {"value", "default"}} of every option of TRAINER.PTNL.LOSS: what results.json records
+    so that tables and legends can show each non-default one, whatever the loss."""
+    o = cfg.TRAINER.PTNL
+    if o.LOSS not in LOSSES:
+        return {}
+    defaults = _defaults(LOSSES[o.LOSS])
+    return {key: {"value": o[key], "default": defaults[kw]} for kw, key in LOSSES.meta(o.LOSS)["options"].items()}
 
 
 def loss_from_cfg(cfg) -> Loss:

@@ -12,7 +12,7 @@ from conftest import REPO, SMALL_OPTS
 def test_compare_sh_end_to_end(world, tmp_path):
     out = str(tmp_path / "out")
     env = dict(os.environ, DATA=world["data"], CLIP_WEIGHTS=world["clip"], SEEDS="1", SHOTS="4", OUT=out,
-               PYTHON=sys.executable, METHODS="PTNL:ce JoAPR:ce NLPrompt:ce", RATES="0.5", EPOCHS="2")
+               PYTHON=sys.executable, METHODS="PTNL:ce JoAPR:ce NLPrompt:ce", RATES="0.0 0.5", EPOCHS="2")  # the figure needs two rates
     proc = subprocess.run(["bash", "scripts/methods/compare.sh", "dtd", "rn50"] + SMALL_OPTS, cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -24,7 +24,20 @@ def test_compare_sh_end_to_end(world, tmp_path):
     for method in ("JoAPR", "NLPrompt"):
         assert re.search(r"\d+\.\d / \d+\.\d", rows[method]), rows[method]
     assert "—" in rows["PTNL "]
-    assert osp.isfile(osp.join(out, "dtd_compare.png"))
+    png = osp.join(out, "dtd_compare.png")
+    # the figure the table describes: one line per method, one panel, a real image with something drawn
+    described = r"figure: {} \(accuracy against noise rate, (\d+) line\(s\).*?(\d+) panel\(s\)"
+    m = re.search(described.format(re.escape(png)), proc.stdout + proc.stderr)
+    assert m and (m.group(1), m.group(2)) == ("3", "1"), (proc.stdout + proc.stderr)[-2000:]
+    import matplotlib.image
+    pixels = matplotlib.image.imread(png)
+    colours = {tuple(p) for p in pixels.reshape(-1, pixels.shape[2])[::97]}
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100 and len(colours) > 5, (pixels.shape, len(colours))
     # the same noisy few-shot set for every method
-    noise = [open(osp.join(d, "noise.json")).read() for d, _, f in os.walk(out) if "noise.json" in f]
-    assert len(noise) == 3 and len(set(noise)) == 1
+    noise = {}
+    for d, _, f in os.walk(out):
+        if "noise.json" in f:
+            noise.setdefault(re.search(r"sym-swap-([\d.]+)", d).group(1), []).append(open(osp.join(d, "noise.json")).read())
+    assert "0.5" in noise, sorted(noise)
+    for rate, files in noise.items():  # at each rate, the three methods' noise.json are one file's bytes
+        assert len(files) == 3 and len(set(files)) == 1, rate

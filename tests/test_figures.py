@@ -44,8 +44,8 @@ def write_run(out, seed, acc, *, trainer="PTNL", loss="ce", rate=0.5, dataset="d
         record["upl"] = upl
     with open(osp.join(d, "results.json"), "w") as f:
         json.dump(record, f)
-    if analysis:
-        cm = np.eye(4, dtype=int) * 8 + seed
+    if analysis:  # asymmetric: true class i > j mistaken for j 3 * i times more (a transposed heatmap shows)
+        cm = np.eye(4, dtype=int) * 8 + seed + np.tril(np.arange(4)[:, None] * 3 * np.ones((4, 4), dtype=int), -1)
         with open(osp.join(d, "confusion_matrix.json"), "w") as f:
             json.dump({"classnames": CLASSES, "rows_true_cols_pred": cm.tolist()}, f)
     return d
@@ -90,6 +90,16 @@ def test_noise_figure_lines_panels_and_file(tmp_path):
     assert len(fig.axes) == 1 and len(data_lines(fig.axes[0])) == 3
     assert fig.axes[0].get_xlabel().startswith("noise rate") and fig.axes[0].get_ylabel() == "test accuracy (%)"
     assert "3 line(s)" in desc
+    # the plotted points are the table's means, rate by rate: 70 - 40 rate + mean seed (1.5), + 3 for GCE
+    rates = [0.0, 0.25, 0.5]
+    for ln in data_lines(fig.axes[0]):
+        trainer, loss = ln.get_label().split()[0], "gce" if ln.get_label().endswith("gce") else "ce"
+        assert list(ln.get_xdata()) == rates
+        expected = [70 - 40 * rate + 1.5 + (3 if loss == "gce" else 0) for rate in rates]
+        assert list(ln.get_ydata()) == pytest.approx(expected)
+        table = [float(m) for m in re.findall(r"^DescribableTextures +{} +\S+ +\S+ +\S+ +{} .*? (\d+\.\d\d) ± ".format(
+            trainer, "—" if trainer == "LinearProbe" else loss), format_table(rows), re.M)]
+        assert table == pytest.approx(list(ln.get_ydata()), abs=0.005)
     png = tmp_path / "figs" / "noise.png"
     assert write_figure("noise", records, rows, str(png)).startswith("accuracy against noise rate")
     check_written(png)
@@ -149,6 +159,8 @@ def test_context_a_panel_per_rate(tmp_path):
     fig, _ = build_figure("context", records, rows)
     assert len(fig.axes) == 2 and all(len(data_lines(ax)) == 1 for ax in fig.axes)
     assert list(data_lines(fig.axes[0])[0].get_xdata()) == [1, 4, 16]
+    for ax, rate in zip(fig.axes, (0.0, 0.5)):  # the means: 50 + n_ctx - 20 rate
+        assert list(data_lines(ax)[0].get_ydata()) == pytest.approx([50 + n - 20 * rate for n in (1, 4, 16)])
     assert "context length" in fig.axes[0].get_xlabel()
 
 
@@ -181,6 +193,15 @@ def test_confusion_heatmaps_per_group_and_per_run(tmp_path):
     assert [t.get_text() for t in heat[0].get_xticklabels()] == CLASSES
     pct = heat[0].images[0].get_array()
     assert np.allclose(np.asarray(pct).sum(axis=1), 100) and pct[0, 0] == pytest.approx(100 * 19 / 28)
+    # rows are true classes, columns predictions: the counts summed over seeds 1 and 2, row by row
+    counts = sum(np.eye(4) * 8 + s + np.tril(np.arange(4)[:, None] * 3 * np.ones((4, 4)), -1) for s in (1, 2))
+    assert np.allclose(np.asarray(pct), 100 * counts / counts.sum(axis=1, keepdims=True))
+    assert pct[3, 0] == pytest.approx(100 * 21 / 82) and pct[0, 3] == pytest.approx(100 * 3 / 28)
+    assert heat[0].get_ylabel() == "true class" and heat[0].get_xlabel() == "predicted class"
+    assert [t.get_text() for t in heat[0].get_yticklabels()] == CLASSES
+    # the numbers written in the cells stand where their values are: (x=predicted, y=true)
+    written = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in heat[0].texts}
+    assert written[(3, 0)] == "{:.0f}".format(100 * 21 / 82) and written[(0, 3)] == "{:.0f}".format(100 * 3 / 28)
     fig, _ = build_figure("confusion", records, rows, per_run=True)
     assert len([ax for ax in fig.axes if ax.images]) == 2
 
@@ -293,10 +314,3 @@ def test_where_selects_runs(tmp_path, capsys):
     assert "memorisation per epoch, 6 line(s), 2 panel(s)" in out and "LinearProbe" not in out
     assert main([str(tmp_path / "out"), "--where", "trainer=CoOp"]) == 1
     assert "matching --where trainer=CoOp" in capsys.readouterr().out
-
-
-def test_deprecated_alias_draws_figures_too(tmp_path, capsys):
-    from ptnl import results as R
-    sweep(tmp_path / "out")
-    assert R.main([str(tmp_path / "out"), "--figure", "noise", "--out", str(tmp_path / "n.png")]) == 0
-    check_written(tmp_path / "n.png")

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SMALL_OPTS
-from ptnl import results as R
+from ptnl.report.aggregate import aggregate
+from ptnl.report.cli import main as report_main
+from ptnl.report.tables import format_table
+from ptnl.runs.read import IDENTITY_KEYS, find_runs, incomplete_run, load_run
 
 LAYOUT = "{dataset}/{trainer}/{backbone}/{type}-{mode}-{rate}/{loss}/shots{shots}_nctx16_cscFalse_ctpend/seed{seed}"
 
@@ -89,7 +92,7 @@ def write_log(d, text, name="log.txt"):
 
 
 def cli(args, capsys):
-    rc = R.main([str(a) for a in args])
+    rc = report_main([str(a) for a in args])
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 
@@ -101,12 +104,12 @@ def test_mean_std_counts_against_numpy(tmp_path, capsys):
     for (trainer, rate, loss), values in accs.items():
         for seed, acc in enumerate(values, 1):
             write_results(tmp_path, seed, acc, trainer=trainer, rate=rate, loss=loss)
-    done, incomplete = R.find_runs([str(tmp_path)])
+    done, incomplete = find_runs([str(tmp_path)])
     assert len(done) == 9 and incomplete == []
-    records = [R.load_run(d) for d in done]
+    records = [load_run(d) for d in done]
     assert {r["source"] for r in records} == {"results.json"}
     for ddof in (0, 1):
-        rows = R.aggregate(records, ddof=ddof)
+        rows = aggregate(records, ddof=ddof)
         assert len(rows) == 3
         for row in rows:
             values = accs[(row["trainer"], row["noise_rate"], row["loss"])]
@@ -123,7 +126,7 @@ def test_mean_std_counts_against_numpy(tmp_path, capsys):
     rc, out, _ = cli([tmp_path, "--std", "sample"], capsys)
     assert "{:.2f}".format(np.std([61.0, 65.5, 63.0], ddof=1)) in out and "sample std (ddof=1)" in out
     # the same folder passed twice is read once
-    assert len(R.find_runs([str(tmp_path), str(tmp_path / "dtd")])[0]) == 9
+    assert len(find_runs([str(tmp_path), str(tmp_path / "dtd")])[0]) == 9
 
 
 def test_groups_split_by_remaining_settings(tmp_path):
@@ -133,9 +136,9 @@ def test_groups_split_by_remaining_settings(tmp_path):
     rec = json.load(open(osp.join(d, "results.json")))
     rec["prompt"]["csc"] = True  # another prompt shape, same folder name: its own group
     json.dump(rec, open(osp.join(d, "results.json"), "w"))
-    rows = R.aggregate([R.load_run(x) for x in R.find_runs([str(tmp_path)])[0]])
+    rows = aggregate([load_run(x) for x in find_runs([str(tmp_path)])[0]])
     assert sorted((r["num_shots"], r["csc"], r["n"]) for r in rows) == [(4, False, 1), (16, False, 1), (16, True, 1)]
-    table = R.format_table(rows)
+    table = format_table(rows)
     assert "settings" in table and "csc=True" in table
 
 
@@ -148,11 +151,11 @@ def test_missing_seed_and_crashed_run_are_reported(tmp_path, capsys):
     crashed = write_log(run_path(tmp_path, 3, rate=0.5), coop_log(end_line=None, trainer="PTNL", seed=3, rate=0.5))
     write_results(tmp_path, 1, 30.0, rate=0.75)  # seeds 2 and 3 never started
 
-    done, incomplete = R.find_runs([str(tmp_path)])
+    done, incomplete = find_runs([str(tmp_path)])
     assert incomplete == [crashed] and len(done) == 6
-    inc = [R.incomplete_run(d) for d in incomplete]
+    inc = [incomplete_run(d) for d in incomplete]
     assert inc[0]["seed"] == 3 and "last epoch logged 2/2" in inc[0]["reason"]
-    rows = {r["noise_rate"]: r for r in R.aggregate([R.load_run(d) for d in done], inc)}
+    rows = {r["noise_rate"]: r for r in aggregate([load_run(d) for d in done], inc)}
     assert rows[0.0]["missing"] == [] and rows[0.0]["n"] == 3
     assert rows[0.5]["missing"] == [3] and rows[0.5]["n"] == 2 and rows[0.5]["mean"] == 51.0  # not averaged in
     assert [i["run_dir"] for i in rows[0.5]["incomplete"]] == [crashed]
@@ -200,9 +203,9 @@ def test_log_only_runs_from_both_dassl_versions(tmp_path, capsys):
     resumed = str(base / "seed3")
     write_log(resumed, coop_log(end_line=None, seed=3))
     write_log(resumed, coop_log("Finish training", "70.0", seed=3), name="log.txt-2024-05-01-10-00-00")
-    done, incomplete = R.find_runs([str(tmp_path / "coop")])
+    done, incomplete = find_runs([str(tmp_path / "coop")])
     assert done == [new, old, resumed] and incomplete == []
-    recs = {r["seed"]: r for r in (R.load_run(d) for d in done)}
+    recs = {r["seed"]: r for r in (load_run(d) for d in done)}
     assert recs[1]["accuracy"] == 71.2 and recs[1]["end_line"] == "Finish training"
     assert recs[2]["accuracy"] == 68.45 and recs[2]["end_line"] == "Finished training"
     assert recs[3]["accuracy"] == 70.0 and recs[3]["log"].endswith("log.txt-2024-05-01-10-00-00")
@@ -210,7 +213,7 @@ def test_log_only_runs_from_both_dassl_versions(tmp_path, capsys):
         assert r["source"] == "log" and r["unknown"] == ["loss"]
         assert (r["dataset"], r["trainer"], r["backbone"], r["num_shots"], r["noise_rate"], r["n_ctx"]) == \
             ("DescribableTextures", "CoOp", "RN50", 16, 0.0, 16)
-    rows = R.aggregate(list(recs.values()))
+    rows = aggregate(list(recs.values()))
     assert len(rows) == 1 and rows[0]["n"] == 3
     assert rows[0]["mean"] == pytest.approx(np.mean([71.2, 68.45, 70.0]))
     rc, out, _ = cli([tmp_path / "coop"], capsys)
@@ -223,14 +226,14 @@ def test_log_only_run_fields_from_the_folder_names(tmp_path, capsys):
     """No config in the log: main.sh's folder names give the fields; elsewhere they are unknown."""
     ours = write_log(run_path(tmp_path / "a", 2, trainer="PTNL", rate=0.25, loss="gce"),
                      coop_log("Finished training", "55.50", config=False))
-    r = R.load_run(ours)
+    r = load_run(ours)
     assert (r["dataset"], r["trainer"], r["backbone"], r["noise_type"], r["noise_mode"], r["noise_rate"],
             r["loss"], r["num_shots"], r["n_ctx"], r["seed"]) == \
         ("dtd", "PTNL", "rn50", "sym", "swap", 0.25, "gce", 16, 16, 2)
     assert r["unknown"] == [] and r["accuracy"] == 55.5
     elsewhere = write_log(str(tmp_path / "b" / "my_run"), coop_log("Finish training", "40.0", config=False))
-    r = R.load_run(elsewhere)
-    assert r["accuracy"] == 40.0 and r["unknown"] == list(R.IDENTITY_KEYS)
+    r = load_run(elsewhere)
+    assert r["accuracy"] == 40.0 and r["unknown"] == list(IDENTITY_KEYS)
     rc, out, _ = cli([tmp_path / "b"], capsys)
     assert "unknown: dataset, trainer, backbone, noise_type, noise_mode, noise_rate, loss, num_shots, seed" in out
 
@@ -242,7 +245,7 @@ def test_variant_folder_is_a_setting(tmp_path):
         json.dump({"accuracy": acc, "trainer": "UPL", "dataset": "DescribableTextures", "backbone": "RN50",
                    "seed": 1, "num_shots": 16, "noise": {"type": "sym", "mode": "swap", "rate": 0.0}, "loss": "ce"},
                   open(osp.join(d, "results.json"), "w"))
-    rows = R.aggregate([R.load_run(d) for d in R.find_runs([str(tmp_path)])[0]])
+    rows = aggregate([load_run(d) for d in find_runs([str(tmp_path)])[0]])
     assert sorted((r["variant"], r["mean"]) for r in rows) == [("random-dataset", 20.0), ("topk-dataset", 10.0)]
 
 
@@ -254,10 +257,13 @@ def test_markdown_and_csv(tmp_path, capsys):
     write_results(tmp_path, 1, 30.0, rate=0.0, trainer="LinearProbe", loss="ce")
     rc, out, _ = cli([tmp_path, "--format", "markdown"], capsys)
     lines = out.splitlines()
+    assert lines[0].startswith("Every row: ")  # the settings every row shares, stated once above the table
+    lines = lines[lines.index("") + 1:]
     assert lines[0].startswith("| dataset") and re.match(r"^\|[-|]+\|$", lines[1])
     assert sum(ln.startswith("| DescribableTextures") for ln in lines) == 3
     assert "- accuracy: test accuracy (%), mean ± population std" in out
-    assert "    - DescribableTextures LinearProbe RN50 sym-swap-0.0 ce 16 shots: seed 2 (no run found)" in out
+    # no loss for LinearProbe: TRAINER.PTNL.LOSS does not steer it
+    assert "    - DescribableTextures LinearProbe RN50 sym-swap-0.0 16 shots: seed 2 (no run found)" in out
 
     rc, out, err = cli([tmp_path, "--format", "csv"], capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -283,7 +289,7 @@ def test_plot_is_a_png_written_atomically(tmp_path, capsys):
                 for trainer, loss in (("PTNL", "ce"), ("PTNL", "gce"), ("LinearProbe", "ce")):
                     write_results(tmp_path / "out", seed, 70 - 40 * rate + seed, trainer=trainer, rate=rate,
                                   loss=loss, dataset=ds)
-    for p in R.find_runs([str(tmp_path / "out")])[0]:  # a second dataset name for the eurosat folders
+    for p in find_runs([str(tmp_path / "out")])[0]:  # a second dataset name for the eurosat folders
         if "/eurosat/" in p:
             rec = json.load(open(osp.join(p, "results.json")))
             rec["dataset"] = "EuroSAT"
@@ -305,7 +311,9 @@ def test_plot_without_noise_rates_fails_clearly(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     write_log(str(tmp_path / "x"), coop_log("Finish training", "40.0", config=False))
     rc, out, err = cli([tmp_path, "--plot", tmp_path / "p.png"], capsys)
-    assert rc == 2 and "no plot: nothing to plot" in err and not (tmp_path / "p.png").exists()
+    # --plot is --figure noise: the same one line naming what to run
+    from ptnl.report.figures import FIGURES
+    assert rc == 2 and err.strip().splitlines() == [FIGURES["noise"][0]] and not (tmp_path / "p.png").exists()
 
 
 # ----------------------------------------------------------------------------- sweep.sh end to end
@@ -335,8 +343,15 @@ def test_sweep_sh_end_to_end(world, tmp_path):
     assert not osp.exists(osp.join(out, "dtd", "LinearProbe", "clip-vit", "sym-swap-0.0", "gce"))
     table = text[text.index("[sweep] 8/8 runs done"):]
     assert "rate 0.0" in table and "rate 0.5" in table
-    for trainer, loss in runs:
-        assert re.search(r"{} .* {} .*\(n=1\) .*\(n=1\)".format(trainer, loss), table), table
+    for trainer, loss in runs:  # no loss shown for LinearProbe: TRAINER.PTNL.LOSS does not steer it (issue 29.14)
+        shown = "—" if trainer == "LinearProbe" else loss
+        assert re.search(r"{} .* {} .*\(n=1\) .*\(n=1\)".format(trainer, shown), table), table
+    # every option of the run's loss is recorded with its default, so that tables can show changed ones
+    gce = json.load(open(osp.join(out, "dtd", "PTNL", "clip-vit", "sym-swap-0.5", "gce", "shots4_nctx16_cscFalse_ctpend",
+                                  "seed1", "results.json")))
+    assert gce["loss_options"] == {"GCE_Q": {"value": 0.7, "default": 0.7}}
+    assert table.startswith("[sweep] 8/8 runs done") and "\nEvery row: 1 epoch (trainers with an epoch loop); " \
+        "weights clip-vit.pt; engine " in table
     png = osp.join(out, "dtd_sweep.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "plot: {} (accuracy against noise rate, 4 line(s)".format(png) in table
@@ -346,5 +361,6 @@ def test_sweep_sh_end_to_end(world, tmp_path):
                        "results.json"))
     again = sweep()
     assert "8 runs (7 done already)" in again and again.count("[sweep] run ") == 1
-    assert "[sweep] run 6/8 [#####################...] 7/8 done" in again
+    # k counts runs in the order they start, after those finished before (ptnl.sweep.plan.Progress)
+    assert "[sweep] run 8/8 [#####################...] 7/8 done" in again
     assert again.count("Running:") + again.count("Resuming:") + again.count("Retrying:") == 1

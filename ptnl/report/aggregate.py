@@ -5,9 +5,20 @@ import numpy as np
 
 from ptnl.runs.identity import ABSENT, ignored_keys, show_value
 from ptnl.runs.layout import setting_dir
-from ptnl.runs.read import GROUP_KEYS, SEED_FREE_TRAINERS
+from ptnl.runs.read import GROUP_KEYS, RUN_SETTINGS, SEED_FREE_TRAINERS
 
 NOT_RECORDED = "settings not recorded"  # a run from before results.json kept its config, beside one that did
+ZERO_SHOT = "ZeroshotCLIP"
+# A seed has collapsed when it ends near chance or far below zero-shot CLIP: below CHANCE_FACTOR x
+# chance (100 / number of classes), or more than ZERO_SHOT_MARGIN points below the (lowest) zero-shot
+# accuracy of the same dataset and backbone among the runs read. Flagged, still averaged: a high
+# noise rate can bring honest runs there too (the paper's linear classifiers at 75%), but a broken
+# seed or a best-of-sweep must not hide in a mean ± std.
+CHANCE_FACTOR = 1.5
+ZERO_SHOT_MARGIN = 25.0
+COLLAPSE_RULE = ("accuracy below {:g} x chance (100% / number of classes), or more than {:g} points below zero-shot "
+                 "CLIP on the same dataset and backbone (where a ZeroshotCLIP run is among those read)").format(
+                     CHANCE_FACTOR, ZERO_SHOT_MARGIN)
 
 STD_NAMES = {0: "population std (ddof=0, numpy's default, as CoOp's parse_test_res.py)",
              1: "sample std (ddof=1)"}
@@ -33,6 +44,8 @@ def _partition_means(runs):
     for key in ("precision", "recall"):
         values = [f[key] for f in finals if f.get(key) is not None]
         out[key] = float(np.mean(values)) if values else None
+    if any(f.get("scored_on") for f in finals):  # Food-101N: over the items with verification labels
+        out["scored_on"] = "verified"
     return out
 
 
@@ -80,10 +93,62 @@ def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: in
                    incomplete=sorted(attached.get(key, []), key=lambda r: _seed_key(r.get("seed"))),
                    from_log=[r for r in runs if r.get("source") == "log"],
                    run_dirs=[r["run_dir"] for r in runs], settings_digest=key[-1], config=runs[0].get("config"),
-                   partition=_partition_means(runs))
+                   partition=_partition_means(runs), pocket_world=any(r.get("pocket_world") for r in runs),
+                   run_settings=_run_settings(runs), loss_options=runs[0].get("loss_options"),
+                   classes=[r.get("classes") for r in runs])
         rows.append(row)
     _name_differences(rows)
+    flag_collapsed(rows)
     return rows
+
+
+def _run_settings(runs):
+    """{setting: sorted list of the values its runs recorded} for each of ``RUN_SETTINGS`` that
+    applies to them (None in the list: a run that did not record it)."""
+    out = {}
+    for key in RUN_SETTINGS:
+        values = {repr(v): v for r in runs for v in [(r.get("run_settings") or {}).get(key, ABSENT)]
+                  if v is not ABSENT}
+        if values:
+            out[key] = [values[k] for k in sorted(values)]
+    return out
+
+
+def zero_shot_reference(rows) -> Dict:
+    """{(dataset, backbone): the lowest mean accuracy of the zero-shot CLIP groups of that dataset and
+    backbone}: the reference of ``flag_collapsed``."""
+    ref = {}
+    for r in rows:
+        if r["trainer"] == ZERO_SHOT and np.isfinite(r["mean"]):
+            k = (r["dataset"], r["backbone"])
+            ref[k] = min(ref.get(k, r["mean"]), r["mean"])
+    return ref
+
+
+def collapse_reason(accuracy, classes=None, zero_shot=None):
+    """Why a seed's test accuracy counts as collapsed under ``COLLAPSE_RULE`` ("" when it does not)."""
+    why = []
+    if classes and classes > 1 and accuracy < CHANCE_FACTOR * 100.0 / classes:
+        why.append("below {:.2f}% = {:g} x chance ({} classes)".format(CHANCE_FACTOR * 100.0 / classes, CHANCE_FACTOR,
+                                                                      classes))
+    if zero_shot is not None and accuracy < zero_shot - ZERO_SHOT_MARGIN:
+        why.append("below {:.2f}% = zero-shot CLIP's {:.2f}% - {:g} points".format(zero_shot - ZERO_SHOT_MARGIN,
+                                                                                 zero_shot, ZERO_SHOT_MARGIN))
+    return "; ".join(why)
+
+
+def flag_collapsed(rows) -> None:
+    """Set ``row["collapsed"]``: [{"run_dir", "seed", "accuracy", "why"}] of the seeds that collapsed
+    (``COLLAPSE_RULE``); zero-shot runs are held against chance only."""
+    ref = zero_shot_reference(rows)
+    for r in rows:
+        zs = None if r["trainer"] == ZERO_SHOT else ref.get((r["dataset"], r["backbone"]))
+        classes = r.get("classes") or [None] * len(r["accuracies"])
+        r["collapsed"] = []
+        for run_dir, seed, acc, n in zip(r["run_dirs"], r["seeds"], r["accuracies"], classes):
+            why = collapse_reason(acc, n, zs)
+            if why:
+                r["collapsed"].append({"run_dir": run_dir, "seed": seed, "accuracy": acc, "why": why})
 
 
 def _name_differences(rows):

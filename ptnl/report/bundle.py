@@ -8,7 +8,7 @@ from typing import Dict, List
 
 from ptnl.io import atomic_write
 from ptnl.report.figures import FIGURE_KINDS, available, write_figure
-from ptnl.report.tables import format_notes, format_pivot, format_table
+from ptnl.report.tables import format_header, format_notes, format_pivot, format_table
 
 
 def _write_text(path, text):
@@ -34,10 +34,13 @@ def write_report(out_dir: str, records: List[Dict], rows: List[Dict], *, incompl
     os.makedirs(out_dir, exist_ok=True)
     files = []
     notes = format_notes(rows, incomplete, ddof)
+    header = format_header(rows, "markdown") if rows else ""
     if rows:
         for name, fn in (("pivot", format_pivot), ("table", format_table)):
             for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
-                _write_text(osp.join(out_dir, "{}.{}".format(name, ext)), fn(rows, fmt))
+                above = format_header(rows, fmt) if fmt != "csv" else ""  # csv: a column per setting instead
+                _write_text(osp.join(out_dir, "{}.{}".format(name, ext)),
+                            (above + "\n\n" if above else "") + fn(rows, fmt))
                 files.append("{}.{}".format(name, ext))
     drawn, skipped = {}, {}
     for kind, missing in available(records, rows).items():
@@ -51,11 +54,12 @@ def write_report(out_dir: str, records: List[Dict], rows: List[Dict], *, incompl
     md = ["# PTNL report", "",
           "{} finished run(s) in {} group(s){}; written {}.".format(
               len(records), len(rows), " from " + ", ".join("`{}`".format(s) for s in sources) if sources else "",
-              time.strftime("%Y-%m-%d %H:%M")), ""]
+              time.strftime("%Y-%m-%d %H:%M")), ""] + ([header, ""] if header else [])
     if rows:
-        md += ["## Test accuracy by noise rate", "", format_pivot(rows, "markdown"), "",
+        above = [header, ""] if header else []
+        md += ["## Test accuracy by noise rate", ""] + above + [format_pivot(rows, "markdown"), "",
                "LaTeX: [pivot.tex](pivot.tex) · CSV: [pivot.csv](pivot.csv)", "",
-               "## Every group", "", format_table(rows, "markdown"), "",
+               "## Every group", ""] + above + [format_table(rows, "markdown"), "",
                "LaTeX: [table.tex](table.tex) · CSV: [table.csv](table.csv)", ""]
     md += ["## Notes", ""] + ["- " + n if not n.startswith("    ") else "    - " + n.strip() for n in notes] + [""]
     if drawn:

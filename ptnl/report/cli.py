@@ -8,8 +8,8 @@ from ptnl.report.bundle import write_report
 from ptnl.report.ensemble import add_ensembles
 from ptnl.report.figures import FIGURE_KINDS, MissingRuns, write_figure
 from ptnl.report.style import figure_format
-from ptnl.report.tables import FORMATS, format_notes, format_pivot, format_table
-from ptnl.runs.read import find_runs, incomplete_run, load_run
+from ptnl.report.tables import FORMATS, format_header, format_json, format_notes, format_pivot, format_table
+from ptnl.runs.read import diverged_run, find_runs, incomplete_run, load_run
 
 def matches(record, wheres) -> bool:
     """Whether a run's fields hold every (field, value) of ``wheres`` (numbers compared as numbers:
@@ -44,13 +44,18 @@ def main(argv=None, prog="python -m ptnl.report"):
         prog=prog,
         description="Every run under the folders, grouped by dataset, trainer, backbone, noise, loss and the other "
                     "settings: mean ± std of test accuracy over seeds (population std by default, as CoOp's "
-                    "parse_test_res.py), the seeds, and the runs that are incomplete or missing.")
+                    "parse_test_res.py), the seeds, and the runs that are incomplete, diverged or missing; "
+                    "above the table, the settings every row shares; seeds that collapsed (near chance, or far "
+                    "below zero-shot CLIP) are marked and named under it.")
     p.add_argument("dirs", nargs="+", metavar="DIR")
     p.add_argument("--format", default="plain", choices=list(FORMATS),
                    help="csv: one column per setting, plain numbers; notes go to stderr. latex: a booktabs "
-                        "tabular, mean \\pm std, the best of each accuracy column in bold; notes as %% comments")
+                        "tabular, mean \\pm std, the best of each accuracy column in bold; notes as %% comments. "
+                        "json: one record per setting with every seed's accuracy and the settings (--pivot "
+                        "ignored); other messages go to stderr")
     p.add_argument("--pivot", action="store_true", help="one column per noise rate")
-    p.add_argument("--plot", metavar="FILE.png", help="also draw accuracy against noise rate (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw accuracy against noise rate (needs matplotlib); "
+                                                      "the same as --figure noise --out FILE")
     p.add_argument("--figure", metavar="KIND", choices=list(FIGURE_KINDS),
                    help="draw one figure to --out (needs matplotlib): " + ", ".join(FIGURE_KINDS))
     p.add_argument("--out", metavar="FILE", help="the file of --figure: .png, .pdf or .svg")
@@ -66,11 +71,12 @@ def main(argv=None, prog="python -m ptnl.report"):
     a = p.parse_args(argv)
     if bool(a.figure) != bool(a.out):
         p.error("--figure KIND and --out FILE go together")
-    if a.out:
-        try:
-            figure_format(a.out)
-        except ValueError as e:
-            p.error(str(e))
+    for path in (a.out, a.plot):
+        if path:
+            try:
+                figure_format(path)
+            except ValueError as e:
+                p.error(str(e))
     wheres = []
     for w in a.where:
         field, sep, value = w.partition("=")
@@ -85,9 +91,14 @@ def main(argv=None, prog="python -m ptnl.report"):
     records, incomplete = [], []
     for d in done:
         try:
-            records.append(load_run(d))
+            rec = load_run(d)
         except (OSError, ValueError) as e:
             incomplete.append(incomplete_run(d, reason="unreadable: {}".format(e)))
+            continue
+        if rec.get("diverged"):  # listed as such, never averaged
+            incomplete.append(diverged_run(rec))
+        else:
+            records.append(rec)
     incomplete += [incomplete_run(d) for d in unfinished]
     if wheres:
         records = [r for r in records if matches(r, wheres)]
@@ -97,41 +108,40 @@ def main(argv=None, prog="python -m ptnl.report"):
             "--where " + w for w in a.where) if a.where and done + unfinished else ""))
         return 1
     rows = add_ensembles(aggregate(records, incomplete, ddof=ddof))
-    notes_to = sys.stderr if a.format == "csv" else sys.stdout
-    if rows:
-        print(format_pivot(rows, a.format) if a.pivot else format_table(rows, a.format))
+    notes_to = sys.stderr if a.format in ("csv", "json") else sys.stdout
+    if a.format == "json":
+        print(format_json(rows, incomplete, ddof))
     else:
-        print("No finished runs under {}".format(", ".join(a.dirs)), file=notes_to)
-    notes = format_notes(rows, incomplete, ddof)
-    if a.format == "markdown":
-        notes = ["- " + n if not n.startswith("    ") else "    - " + n.strip() for n in notes]
-    elif a.format == "latex":
-        notes = ["% " + n for n in notes]
-    print("", file=notes_to)
-    print("\n".join(notes), file=notes_to)
-    if a.plot:
-        try:
-            from ptnl.report.plots import plot
-            described = plot(rows, a.plot)
-        except ImportError:
-            print("--plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')", file=sys.stderr)
-            return 2
-        except ValueError as e:
-            print("no plot: {}".format(e), file=sys.stderr)
-            return 2
-        print("plot: {} ({})".format(a.plot, described), file=notes_to)
+        if rows:
+            header = format_header(rows, a.format)
+            if header:  # csv: the notes' stream, the table stays parseable (each row has these columns)
+                print(header + "\n", file=notes_to)
+            print(format_pivot(rows, a.format) if a.pivot else format_table(rows, a.format))
+        else:
+            print("No finished runs under {}".format(", ".join(a.dirs)), file=notes_to)
+        notes = format_notes(rows, incomplete, ddof)
+        if a.format == "markdown":
+            notes = ["- " + n if not n.startswith("    ") else "    - " + n.strip() for n in notes]
+        elif a.format == "latex":
+            notes = ["% " + n for n in notes]
+        print("", file=notes_to)
+        print("\n".join(notes), file=notes_to)
     status = 0
-    if a.figure:
+    # --plot FILE is --figure noise --out FILE: one path, one set of checks and messages
+    for word, kind, path in (("plot", "noise", a.plot), ("figure", a.figure, a.out)):
+        if not path:
+            continue
         try:
-            described = write_figure(a.figure, records, rows, a.out, per_run=a.per_run)
+            described = write_figure(kind, records, rows, path, per_run=a.per_run)
         except ImportError:
-            print("--figure needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')", file=sys.stderr)
+            print("--{} needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')".format(word),
+                  file=sys.stderr)
             return 2
         except MissingRuns as e:
             print(e, file=sys.stderr)
             status = 2
         else:
-            print("figure: {} ({})".format(a.out, described), file=notes_to)
+            print("{}: {} ({})".format(word, path, described), file=notes_to)
     if a.report:
         try:
             done_report = write_report(a.report, records, rows, incomplete=incomplete, ddof=ddof, sources=a.dirs)

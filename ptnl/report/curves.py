@@ -9,7 +9,7 @@ import numpy as np
 
 from ptnl.report.aggregate import _sort_key
 from ptnl.report.style import finish, line_style, new_figure
-from ptnl.report.tables import _show, _show_backbone, _varying
+from ptnl.report.tables import _show, _show_backbone, _varying, figure_caption, loss_label, show_dataset
 from ptnl.runs.files import DIAG_FILE
 from ptnl.runs.read import GROUP_KEYS
 
@@ -67,16 +67,22 @@ def mean_curve(runs, metric):
 def _title(k, keys):
     names = {"backbone": _show_backbone, "noise_rate": "noise {}".format, "num_shots": "{} shots".format,
              "n_ctx": "n_ctx {}".format}
-    shown = {"dataset": _show, "trainer": _show, "loss": _show}
+    shown = {"dataset": lambda v: show_dataset(dict(k, dataset=v)), "trainer": _show, "loss": _show}
     return " · ".join(names.get(key, shown.get(key, lambda v, key=key: "{}={}".format(key, v)))(k[key])
                       for key in keys if k.get(key) is not None)
+
+
+def _fields(key, runs):
+    """A group's fields (GROUP_KEYS) with what labels need of its runs: loss options, pocket world."""
+    return dict(zip(GROUP_KEYS, key), loss_options=runs[0].get("loss_options"),
+                pocket_world=runs[0].get("pocket_world"))
 
 
 def _panels(groups, by):
     """Groups gathered into panels by the fields ``by``: {panel key: [(fields, runs)]}."""
     panels = {}
     for key, runs in groups.items():
-        k = dict(zip(GROUP_KEYS, key))
+        k = _fields(key, runs)
         panels.setdefault(tuple(k[f] for f in by), []).append((k, runs))
     return panels
 
@@ -106,8 +112,8 @@ def gradients_figure(records):
                 x, y, s = mean_curve(runs, metric)
                 lows.append(float(np.min(y)) if len(y) else 0.0)
                 highs.append(float(np.max(y)) if len(y) else 0.0)
-                label = "{} {} {} samples{}".format(_show(k["trainer"]), _show(k["loss"]), which,
-                                                    " " + extra if extra else "")
+                label = " ".join(p for p in (_show(k["trainer"]), loss_label(k, none=""), which + " samples", extra)
+                                 if p)
                 (ln,) = ax.plot(x, y, color=st["color"], marker=st["marker"], linestyle=ls, fillstyle=fill,
                                 label=label, markevery=max(1, len(x) // 10))
                 ax.fill_between(x, y - s, y + s, color=st["color"], alpha=0.12, linewidth=0)
@@ -121,8 +127,8 @@ def gradients_figure(records):
         ax.set_xlabel(EPOCH)
         ax.xaxis.set_major_locator(_integer_locator())
         ax.set_ylabel("mean per-sample gradient norm (L2)")
-    finish(fig, "Gradient norm of clean and noisy training samples per epoch (mean over seeds, band ± std)",
-           handles)
+    finish(fig, figure_caption("Gradient norm of clean and noisy training samples per epoch (mean over seeds, band "
+                               "± std)", [r for runs in groups.values() for r in runs]), handles)
     return fig, "gradient norms per epoch, {} line(s) (clean and noisy per loss), {} panel(s) (model " \
                 "configuration)".format(nlines, len(panels))
 
@@ -141,7 +147,7 @@ def memorisation_figure(records):
     fig, axes = new_figure(len(groups))
     handles, nlines = [], 0
     for ax, (key, runs) in zip(axes, groups.items()):
-        k = dict(zip(GROUP_KEYS, key))
+        k = _fields(key, runs)
         for metric, label, col, marker, ls in MEMORISATION:
             x, y, s = mean_curve(runs, metric)
             (ln,) = ax.plot(x, y, color=col, marker=marker, linestyle=ls, label=label, markevery=max(1, len(x) // 10))
@@ -149,12 +155,12 @@ def memorisation_figure(records):
             handles.append((ln, label))
             nlines += 1
         ax.set_ylim(-2, 102)
-        ax.set_title("{} {}{}\n{}".format(_show(k["trainer"]), _show(k["loss"]),
+        ax.set_title("{} {}{}\n{}".format(_show(k["trainer"]), loss_label(k, none=""),
                                            " · " + _title(k, varying) if _title(k, varying) else "",
                                            _title(k, ["dataset", "backbone", "noise_rate"])))
         ax.set_xlabel(EPOCH)
         ax.xaxis.set_major_locator(_integer_locator())
         ax.set_ylabel("training accuracy (%)")
-    finish(fig, "Memorisation of noisy labels per epoch (training views; mean over seeds, band ± std)", handles,
-           ncol=3)
+    finish(fig, figure_caption("Memorisation of noisy labels per epoch (training views; mean over seeds, band ± std)",
+                               [r for runs in groups.values() for r in runs]), handles, ncol=3)
     return fig, "memorisation per epoch, {} line(s), {} panel(s) (trainer × loss)".format(nlines, len(groups))

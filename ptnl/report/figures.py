@@ -6,8 +6,8 @@ from typing import Dict, List, Tuple
 
 from ptnl.report.curves import curve_groups, gradients_figure, memorisation_figure
 from ptnl.report.heatmaps import confusion_figure, load_confusion
-from ptnl.report.plots import (backbones_figure, context_figure, context_rows, noise_figure, noise_types_figure,
-                               noise_types_rows)
+from ptnl.report.plots import (backbones_figure, context_figure, context_rows, noise_figure, noise_rows,
+                               noise_types_figure, noise_types_rows)
 from ptnl.report.style import RC, figure_format, save_figure
 from ptnl.report.upl_plot import upl_figure, upl_runs
 
@@ -26,7 +26,7 @@ def _rated(rows):
 
 # kind: (what it needs and the command that makes such runs, test of the runs, drawing function)
 def _need_noise(records, rows):
-    return bool(_rated(rows))
+    return bool(noise_rows(rows))
 
 
 def _need_gradients(records, rows):
@@ -58,7 +58,8 @@ def _need_upl(records, rows):
 
 
 FIGURES = {
-    "noise": ("noise needs finished runs with a noise rate: bash scripts/ptnl/sweep.sh DATASET BACKBONE",
+    "noise": ("noise needs finished runs at two or more noise rates of one dataset: bash scripts/ptnl/sweep.sh "
+              "DATASET BACKBONE",
               _need_noise, lambda records, rows, **o: noise_figure(rows)),
     "gradients": ("gradients needs runs with TRAINER.PTNL.ANALYSIS True and noisy labels: bash scripts/ptnl/"
                   "ablation.sh DATASET BACKBONE TRAINER.PTNL.ANALYSIS True",

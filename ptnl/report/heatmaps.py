@@ -8,7 +8,7 @@ import numpy as np
 
 from ptnl.report.aggregate import _sort_key
 from ptnl.report.style import PANEL_W, finish, new_figure
-from ptnl.report.tables import _show, _show_backbone
+from ptnl.report.tables import _show, _show_backbone, figure_caption, loss_label, show_dataset
 from ptnl.runs.files import CONFUSION_FILE
 from ptnl.runs.read import GROUP_KEYS
 
@@ -45,9 +45,11 @@ def confusion_panels(records, per_run=False):
         rows = total.sum(axis=1, keepdims=True)
         pct = np.divide(100.0 * total, rows, out=np.zeros_like(total), where=rows > 0)
         seeds = sorted((r.get("seed") for r, _ in runs), key=lambda s: _sort_key([s]))
-        title = "{} {} · {} · {}-{}-{}".format(_show(k["trainer"]), _show(k["loss"]), _show_backbone(k["backbone"]),
-                                               k["noise_type"], k["noise_mode"], k["noise_rate"])
-        title += "\n{}, seed{} {}".format(_show(k["dataset"]), "s" if len(seeds) > 1 else "",
+        k.update(loss_options=runs[0][0].get("loss_options"), pocket_world=runs[0][0].get("pocket_world"))
+        title = "{} · {} · {}-{}-{}".format(" ".join(p for p in (_show(k["trainer"]), loss_label(k, none="")) if p),
+                                            _show_backbone(k["backbone"]), k["noise_type"], k["noise_mode"],
+                                            k["noise_rate"])
+        title += "\n{}, seed{} {}".format(show_dataset(k), "s" if len(seeds) > 1 else "",
                                           " ".join(_show(s) for s in seeds))
         out.append((title, list(key[len(GROUP_KEYS) + 1]), pct, seeds))
     return out
@@ -79,6 +81,7 @@ def confusion_figure(records, per_run=False):
                                 color="black" if pct[i, j] > 60 else "white")
         cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         cb.set_label("% of the true class's test images")
-    finish(fig, "Test confusion matrices ({})".format("per run" if per_run else "counts summed over seeds"))
+    finish(fig, figure_caption("Test confusion matrices ({})".format(
+        "per run" if per_run else "counts summed over seeds"), [r for r in records if load_confusion(r) is not None]))
     return fig, "confusion matrices, {} panel(s) ({}), {} class(es)".format(
         len(panels), "one per run" if per_run else "one per group of seeds", n)

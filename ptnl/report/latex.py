@@ -3,7 +3,7 @@ the best mean of each accuracy column in bold. Pure string functions; ``tables``
 from typing import List, Optional, Sequence
 
 SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "†": r"\dag{}", "‡": r"\ddag{}"}
 
 
 def escape(text) -> str:

@@ -1,7 +1,8 @@
 """One look for every figure: a colour-blind-safe palette (Okabe & Ito) with a colour per trainer and a
-marker / line style per loss (so a trainer × loss looks the same in every figure), fonts sized for a
-paper's column (3.4 in per panel), panels laid out in up to two columns, one legend under them, and
-the atomic writer (PNG, PDF or SVG by the file's extension). matplotlib is imported here only inside
+marker / line style per loss, per method for JoAPR and NLPrompt, which use their own losses (so a
+trainer × loss looks the same in every figure), fonts sized for a paper's column (3.4 in per panel),
+panels laid out in up to two columns, one legend under them (under each panel when the lines are
+many), and the atomic writer (PNG, PDF or SVG by the file's extension). matplotlib is imported here only inside
 functions: it is an optional extra."""
 import os.path as osp
 import zlib
@@ -13,9 +14,12 @@ OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 TRAINER_COLOURS = {
     "PTNL": "#0072B2", "CoOp": "#0072B2", "UPL": "#0072B2", "FullPromptTuning": "#56B4E9", "CLSTuning": "#009E73",
     "ClassifierR": "#D55E00", "ClassifierC": "#E69F00", "TEncFT": "#CC79A7", "LinearProbe": "#000000",
-    "ZeroshotCLIP": "#999999", "ImageNetFT": "#F0E442",
+    "ZeroshotCLIP": "#999999", "ImageNetFT": "#F0E442", "JoAPR": "#D55E00", "NLPrompt": "#009E73",
 }
 LOSS_STYLES = {"ce": ("o", "-"), "gce": ("s", "--"), "mae": ("^", ":"), "sce": ("D", "-."), "nce_rce": ("v", ":")}
+# Methods that train with their own losses whatever TRAINER.PTNL.LOSS says: their own marker and line
+# style, so that JoAPR is never drawn as PTNL with CE.
+METHOD_STYLES = {"JoAPR": ("X", "-."), "NLPrompt": ("P", "-.")}  # markers no loss has
 OTHER_MARKERS = ("P", "X", "*", "h", "<", ">")
 OTHER_LINES = ("-", "--", "-.", ":")
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -36,8 +40,11 @@ def colour(trainer) -> str:
 
 
 def line_style(trainer, loss) -> dict:
-    """``plot`` keywords of a trainer × loss: the trainer's colour, the loss's marker and line style."""
-    if loss in LOSS_STYLES:
+    """``plot`` keywords of a trainer × loss: the trainer's colour, the loss's marker and line style
+    (a method with its own losses: the method's, ``METHOD_STYLES``)."""
+    if trainer in METHOD_STYLES:
+        marker, ls = METHOD_STYLES[trainer]
+    elif loss in LOSS_STYLES:
         marker, ls = LOSS_STYLES[loss]
     else:
         marker, ls = OTHER_MARKERS[_stable_index(loss, len(OTHER_MARKERS))], OTHER_LINES[

@@ -6,7 +6,7 @@ import numpy as np
 
 from ptnl.report.aggregate import _sort_key
 from ptnl.report.style import OKABE_ITO, colour, finish, new_figure
-from ptnl.report.tables import _show, _show_backbone
+from ptnl.report.tables import _show, _show_backbone, figure_caption, show_dataset
 
 SELECTION_COLOURS = {"topk": "#0072B2", "random": "#D55E00"}
 
@@ -60,7 +60,8 @@ def upl_figure(records):
             ln = ax.axhline(float(np.mean(ref)), color=colour("ZeroshotCLIP"), linestyle="--", linewidth=1.2,
                             label="zero-shot CLIP")
             handles.append((ln, "zero-shot CLIP"))
-        ax.set_title("{} · {}: test accuracy".format(_show(ds), _show_backbone(bb)))
+        where = show_dataset({"dataset": ds, "pocket_world": any(r.get("pocket_world") for r in mine)})
+        ax.set_title("{} · {}: test accuracy".format(where, _show_backbone(bb)))
         for j, (metric, what) in enumerate((("pseudo_label_accuracy", "whole training split"),
                                             ("selection_accuracy", "selected K per class"))):
             stats = [_stats([(r["upl"] or {}).get(metric) for r in mine if selection_name(r) == s]) for s in sels]
@@ -76,7 +77,7 @@ def upl_figure(records):
         ax_pl.set_xticklabels(["UPL " + s for s in sels])
         ax_pl.set_ylim(0, 105)
         ax_pl.set_ylabel("pseudo-label accuracy (%)")
-        ax_pl.set_title("{} · {}: pseudo-label accuracy".format(_show(ds), _show_backbone(bb)))
-    finish(fig, "UPL against zero-shot CLIP (mean ± std over seeds)", handles, ncol=3)
+        ax_pl.set_title("{} · {}: pseudo-label accuracy".format(where, _show_backbone(bb)))
+    finish(fig, figure_caption("UPL against zero-shot CLIP (mean ± std over seeds)", upl), handles, ncol=3)
     return fig, "UPL vs zero-shot CLIP, {} accuracy bar(s), {} panel(s) (test accuracy and pseudo-label accuracy " \
                 "per dataset × backbone)".format(nbars, 2 * len(places))

@@ -1,13 +1,15 @@
 """Reading runs: every run folder under some folders, finished (``results.json``, or a CoOp-style
 log that reached the end and tested) or not, as flat records that tables group by settings."""
 import json
+import math
 import os
 import os.path as osp
+import re
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ptnl.io.log import ago
-from ptnl.runs.files import RESULTS_FILE
+from ptnl.runs.files import EVALUATION_FILE, RESULTS_FILE
 from ptnl.runs.layout import parse_run_path
 from ptnl.runs.logs import END_LINES, LOG_RE, log_files, parse_log
 
@@ -22,14 +24,30 @@ GROUP_KEYS = CORE_KEYS + OTHER_KEYS
 IDENTITY_KEYS = ("dataset", "trainer", "backbone", "noise_type", "noise_mode", "noise_rate", "loss", "num_shots",
                  "seed")
 SEED_FREE_TRAINERS = ("ZeroshotCLIP",)  # nothing is trained: one seed is the whole story
-LOSS_FREE_TRAINERS = ("LinearProbe", "ZeroshotCLIP")  # TRAINER.PTNL.LOSS is not used
+# TRAINER.PTNL.LOSS is not used: nothing trained by a loss (LinearProbe, ZeroshotCLIP), or the
+# method's own losses whatever it says (JoAPR: CE with mixup and its penalties; NLPrompt: CE on the
+# clean part, MAE on the rest). Tables and legends show no loss for them.
+LOSS_FREE_TRAINERS = ("LinearProbe", "ZeroshotCLIP", "JoAPR", "NLPrompt")
+EPOCH_FREE_TRAINERS = ("LinearProbe", "ZeroshotCLIP")  # no epoch loop: OPTIM.MAX_EPOCH says nothing about them
+# The settings a table states once above itself (every row alike) rather than per row: they change
+# every number but sit in no column (``run_settings``).
+RUN_SETTINGS = ("epochs", "weights", "engine", "randomness", "precision")
+POCKET_WEIGHTS = "pocket"  # the weights name ptnl.pocket registers (MODEL.BACKBONE.NAME pocket, CLIP_WEIGHTS=pocket)
+# The pocket world's data folder, <cache>/pocket/v<VERSION>-<digest>/data (ptnl.pocket.world_dir), as
+# a run's DATASET.ROOT names it.
+POCKET_ROOT_RE = re.compile(r"(^|[\\/])pocket[\\/]v\d+-[0-9a-f]+[\\/]data[\\/]?$")
+# How train.py's log ends a run whose loss became infinite or NaN (Dassl's detect_anomaly).
+DIVERGED_RE = re.compile(r"FloatingPointError|infinite or NaN|Training diverged", re.IGNORECASE)
 
 
 def run_status(run_dir: str) -> Tuple[Optional[str], Optional[Dict]]:
-    """("done", None) with results.json; ("log", info) for a log-only run that finished and
-    tested (a CoOp/Dassl run); ("incomplete", info) otherwise; (None, None) for no run at all."""
+    """("done", None) with results.json; ("evaluation", None) for a ``train.py --eval-only`` folder
+    (``evaluation.json``); ("log", info) for a log-only run that finished and tested (a CoOp/Dassl
+    run); ("incomplete", info) otherwise; (None, None) for no run at all."""
     if osp.isfile(osp.join(run_dir, RESULTS_FILE)):
         return "done", None
+    if osp.isfile(osp.join(run_dir, EVALUATION_FILE)):
+        return "evaluation", None
     if not log_files(run_dir):
         return None, None
     info = parse_log(run_dir)
@@ -39,7 +57,8 @@ def run_status(run_dir: str) -> Tuple[Optional[str], Optional[Dict]]:
 def find_runs(dirs: Iterable[str]) -> Tuple[List[str], List[str]]:
     """Every run folder under ``dirs``, as (finished, incomplete) lists of folders. Finished: a
     folder holding ``results.json``, or a CoOp-style ``log.txt`` that reached the end of training
-    and printed a test accuracy after it. Incomplete: a folder with a log but neither.
+    and printed a test accuracy after it. Incomplete: a folder with a log but neither. Evaluation
+    folders (``train.py --eval-only``, ``evaluation.json``) are neither.
 
     Args:
         dirs: folders to search, recursively: a run folder's sub-folders are searched too (a stray or
@@ -97,7 +116,61 @@ def _log_record(run_dir, info):
     r["variant"] = from_path.get("variant")
     r.update(accuracy=info["accuracy"], source="log", end_line=info["end_line"], log=info["log"],
              unknown=[k for k in IDENTITY_KEYS if r[k] is None])
+    _add_derived(r, info["config"])
     return r
+
+
+def run_settings(record: Dict, config: Optional[Dict] = None) -> Dict:
+    """The ``RUN_SETTINGS`` of a run as recorded (None: not recorded): epochs (OPTIM.MAX_EPOCH, else
+    the last epoch record; left out for trainers without epochs), weights (MODEL.BACKBONE.NAME),
+    engine (name and version), DATALOADER.RANDOMNESS and the precision the run computed in."""
+    config = config or {}
+    out = {}
+    if record.get("trainer") not in EPOCH_FREE_TRAINERS:
+        epochs = config.get("OPTIM.MAX_EPOCH")
+        if epochs is None and record.get("epochs"):
+            epochs = max((e.get("epoch", 0) for e in record["epochs"] if isinstance(e, dict)), default=None)
+        out["epochs"] = epochs
+    out["weights"] = record.get("backbone")
+    engine = record.get("engine")
+    if isinstance(engine, dict):
+        engine = " ".join(str(engine[k]) for k in ("name", "version") if engine.get(k)) or None
+    out["engine"] = engine
+    out["randomness"] = record.get("randomness") or config.get("DATALOADER.RANDOMNESS")
+    out["precision"] = record.get("precision")  # the one it ran (fp32 on CPU whatever TRAINER.PTNL.PREC says)
+    return out
+
+
+def pocket_world(record: Dict, config: Optional[Dict] = None) -> bool:
+    """Whether a run's dataset is the pocket world's (``ptnl.pocket``): its DATASET.ROOT is the
+    pocket world's data folder, or, where the root is not recorded, it ran the pocket weights."""
+    root = (config or {}).get("DATASET.ROOT")
+    if root:
+        return bool(POCKET_ROOT_RE.search(str(root)))
+    return record.get("backbone") == POCKET_WEIGHTS
+
+
+def divergence(record: Dict) -> Optional[str]:
+    """Why a finished run's numbers cannot be averaged (a test accuracy or an epoch's loss that is
+    not finite), or None."""
+    acc = record.get("accuracy")
+    if isinstance(acc, (int, float)) and not math.isfinite(acc):
+        return "test accuracy {}".format(acc)
+    for e in record.get("epochs") or ():
+        loss = e.get("loss") if isinstance(e, dict) else None
+        if isinstance(loss, (int, float)) and not math.isfinite(loss):
+            return "loss {} at epoch {}".format(loss, e.get("epoch", "?"))
+    return None
+
+
+def _add_derived(r, config):
+    """The fields tables derive from a record: ``run_settings``, ``pocket_world``, ``classes``
+    (how many; None: not recorded), ``diverged`` (``divergence``)."""
+    r["run_settings"] = run_settings(r, config)
+    r["pocket_world"] = pocket_world(r, config)
+    names = r.get("classnames")
+    r["classes"] = len(names) if isinstance(names, list) and len(names) > 1 else None
+    r["diverged"] = divergence(r)
 
 
 def load_run(run_dir: str) -> Dict:
@@ -122,7 +195,9 @@ def load_run(run_dir: str) -> Dict:
         r["variant"] = parse_run_path(run_dir).get("variant")
         r.setdefault("settings_digest", None)  # absent: written before per-key config records
         r.setdefault("config", None)
+        r.setdefault("loss_options", None)  # {CFG_KEY: {"value": v, "default": d}} of the run's loss, where recorded
         r["source"], r["unknown"] = RESULTS_FILE, []
+        _add_derived(r, r["config"] if isinstance(r["config"], dict) else None)
     else:
         status, info = run_status(run_dir)
         if status != "log":
@@ -145,6 +220,10 @@ def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[s
         if info and info["finished"]:
             reason = "'{}' in {} but no '* accuracy:' line after it (the test crashed, or TEST.NO_TEST)".format(
                 info["end_line"], osp.basename(info["log"]))
+        elif info and info.get("stopped") and info["stopped"][0] == "error" and DIVERGED_RE.search(info["stopped"][1]):
+            r["diverged"] = info["stopped"][1]
+            reason = "diverged: {}{}".format(info["stopped"][1], "; last epoch logged {}/{}".format(
+                *info["last_epoch"]) if info.get("last_epoch") else "")
         elif info and info.get("stopped") and info["stopped"][0] == "error":
             reason = "failed: {}".format(info["stopped"][1])
         elif info and info.get("stopped"):
@@ -156,5 +235,15 @@ def incomplete_run(run_dir: str, info: Optional[Dict] = None, reason: Optional[s
                 reason += "; last epoch logged {}/{}".format(*info["last_epoch"])
             if info and info["logs"]:
                 reason += "; log last written {} ago".format(ago(time.time() - osp.getmtime(info["logs"][-1])))
+    r.setdefault("diverged", None)
     r.update(run_dir=run_dir, reason=reason)
+    return r
+
+
+def diverged_run(record: Dict) -> Dict:
+    """A finished run whose numbers are not finite (``record["diverged"]``) as an unfinished one:
+    listed, never averaged."""
+    r = {k: record.get(k) for k in GROUP_KEYS + ("seed",)}
+    r.update(run_dir=record["run_dir"], diverged=record["diverged"],
+             reason="diverged: {} in {}".format(record["diverged"], RESULTS_FILE))
     return r

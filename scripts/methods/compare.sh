@@ -34,7 +34,8 @@ for SPEC in ${METHODS}; do
 done
 ptnl_plan_summary "methods ${METHODS}; ${NOISE_TYPE}-${NOISE_MODE} rates ${RATES}; shots ${SHOTS}; seeds ${SEEDS}"
 FIG=()
-if ptnl_can_plot; then FIG=(--figure noise --out "${OUT}/${DATASET}_compare.png"); fi
+# the accuracy-against-noise-rate figure needs two rates or more (ptnl.report refuses one)
+if ptnl_can_plot && [ "$(wc -w <<< "${RATES}")" -gt 1 ]; then FIG=(--figure noise --out "${OUT}/${DATASET}_compare.png"); fi
 ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "{dirs}" "${FIG[@]}"
 ptnl_plan_report "${PYTHON:-python}" -m ptnl.report "{dirs}"
 ptnl_plan_run

@@ -40,5 +40,7 @@ for TRAINER in ${TRAINERS}; do
 done
 ptnl_plan_summary "trainers ${TRAINERS}; losses ${LOSSES} (${LOSS_TRAINERS}; ce for the others); rates ${RATES};\
  shots ${SHOTS}; seeds ${SEEDS}"
-ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot --plot "${OUT}/${DATASET}_sweep.png" "{dirs}"
+PLOT=()  # the accuracy-against-noise-rate figure needs two rates or more (ptnl.report refuses one)
+if [ "$(wc -w <<< "${RATES}")" -gt 1 ]; then PLOT=(--plot "${OUT}/${DATASET}_sweep.png"); fi
+ptnl_plan_report "${PYTHON:-python}" -m ptnl.report --pivot "${PLOT[@]}" "{dirs}"
 ptnl_plan_run
