@@ -13,9 +13,10 @@ import torch.nn as nn
 
 from .data import DataManager
 from .evaluation import build_evaluator
-from .utils import (AverageMeter, MetricMeter, Registry, check_availability, global_rng_state,
-                    load_checkpoint, mkdir_if_missing, progress, resume_checkpoint, save_checkpoint,
-                    set_global_rng_state, tolist_if_not)
+from .utils import (AverageMeter, CheckpointError, MetricMeter, Registry, apply_checkpoint,
+                    check_availability, checkpoint_fields, global_rng_state, load_checkpoint,
+                    mkdir_if_missing, named_checkpoint, progress, save_checkpoint, set_global_rng_state,
+                    tolist_if_not)
 
 TRAINER_REGISTRY = Registry("TRAINER")
 
@@ -51,6 +52,40 @@ def checkpoint_to_load(folder, epoch=None):
     return path
 
 
+def resume_candidates(directory, names):
+    """The checkpoints to resume from, newest first, as {model name: path}: the file every model's
+    ``checkpoint`` names, then the ``model.pth.tar-N`` that every model has, by N descending."""
+    folders = {name: osp.join(directory, name) for name in names}
+    named = set()
+    for folder in folders.values():
+        try:
+            named.add(named_checkpoint(folder))
+        except OSError:
+            named.add(None)
+    order = [named.pop()] if len(named) == 1 and None not in named else []
+    common = None
+    for folder in folders.values():
+        epochs = set(_saved_epochs(folder))
+        common = epochs if common is None else common & epochs
+    order += ["model.pth.tar-{}".format(e) for e in sorted(common or (), reverse=True)]
+    out = []
+    for fname in dict.fromkeys(order):
+        if fname and all(osp.isfile(osp.join(folder, fname)) for folder in folders.values()):
+            out.append({name: osp.join(folder, fname) for name, folder in folders.items()})
+    return out
+
+
+def set_aside(reason, paths):
+    """Rename damaged checkpoint files to ``<name>.damaged`` so that no later resume or pruning
+    takes them for good ones."""
+    for path in paths:
+        if path in reason and osp.isfile(path):
+            try:
+                os.replace(path, path + ".damaged")
+            except OSError:
+                pass
+
+
 def _saved_epochs(folder):
     if not osp.isdir(folder):
         return []
@@ -64,42 +99,68 @@ class CheckpointIO:
     (as overrides) by PTNL's trainers running under real Dassl, whose versions fail there: its
     ``torch.load`` refuses its own checkpoints, and its ``load_model`` crashes on non-best ones.
     Checkpoints are Dassl's files plus ``rng_state`` (the global generators at the end of the
-    epoch), which resuming puts back: a resumed run draws exactly what the uninterrupted one did."""
+    epoch), which resuming puts back: a resumed run draws exactly what the uninterrupted one did.
+    Files are loaded with ``weights_only=True`` (``load_checkpoint``); a damaged checkpoint is set
+    aside with a warning and the previous kept one used (or training starts again)."""
+
+    write_file = None  # (path, write_fn, mode) -> None: how checkpoint files are written (atomic_save)
+
+    def checkpoint_extra(self):
+        """Entries a trainer adds to each checkpoint (read back with ``resumed_checkpoint``)."""
+        return {}
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         rng_state = global_rng_state()
+        extra = self.checkpoint_extra()
         for name in self.get_model_names():
             model_dict = self._models[name].state_dict()
             optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
             sched_dict = self._scheds[name].state_dict() if self._scheds[name] is not None else None
             save_checkpoint(
-                {"state_dict": model_dict, "epoch": epoch + 1, "optimizer": optim_dict,
-                 "scheduler": sched_dict, "val_result": val_result, "rng_state": rng_state},
-                osp.join(directory, name), is_best=is_best, model_name=model_name)
+                dict({"state_dict": model_dict, "epoch": epoch + 1, "optimizer": optim_dict,
+                      "scheduler": sched_dict, "val_result": val_result, "rng_state": rng_state}, **extra),
+                osp.join(directory, name), is_best=is_best, model_name=model_name, write=self.write_file)
 
     def resume_model_if_exist(self, directory):
+        """The start epoch: 0 without checkpoints; else that of the newest checkpoint every model
+        has and that loads (a damaged one is renamed ``*.damaged`` with a warning, and the previous
+        kept one tried; none left: training starts again, with a warning)."""
         names = self.get_model_names()
-        file_missing = False
-        for name in names:
-            path = osp.join(directory, name)
-            if not osp.exists(path) or not osp.exists(osp.join(path, "checkpoint")):
-                file_missing = True
-                break
-        if file_missing:
+        self.resumed_checkpoint = None
+        if any(not osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
             print("No checkpoint found, train from scratch")
             return 0
         print("Found checkpoint at {} (will resume training)".format(directory))
-        start_epoch, rng_state = 0, None
-        for name in names:
-            path = osp.join(directory, name)
-            checkpoint = resume_checkpoint(path, self._models[name], self._optims[name], self._scheds[name])
-            start_epoch, rng_state = checkpoint["epoch"], checkpoint.get("rng_state", rng_state)
-        if rng_state is not None:
-            set_global_rng_state(rng_state)
-        else:
-            print("The checkpoint holds no random-generator states (written by Dassl or an older PTNL): "
-                  "the resumed run may draw differently from an uninterrupted one")
-        return start_epoch
+        own = osp.abspath(directory) == osp.abspath(getattr(self, "output_dir", directory) or directory)
+        for files in resume_candidates(directory, names):
+            try:
+                loaded = {name: checkpoint_fields(load_checkpoint(path), path) for name, path in files.items()}
+                epochs = {c["epoch"] for c in loaded.values()}
+                if len(epochs) > 1:
+                    raise CheckpointError("Checkpoints {} are of different epochs ({})".format(
+                        ", ".join(files.values()), sorted(epochs)))
+            except CheckpointError as e:
+                if not e.damaged:
+                    raise
+                print("Warning: {}; setting it aside and trying the previous kept checkpoint".format(e))
+                if own:
+                    set_aside(str(e), files.values())
+                continue
+            rng_state = None
+            for name in names:
+                print('Loading checkpoint from "{}"'.format(files[name]))
+                checkpoint = apply_checkpoint(loaded[name], files[name], self._models[name], self._optims[name],
+                                              self._scheds[name])
+                rng_state = checkpoint.get("rng_state", rng_state)
+            if rng_state is not None:
+                set_global_rng_state(rng_state)
+            else:
+                print("The checkpoint holds no random-generator states (written by Dassl or an older PTNL): "
+                      "the resumed run may draw differently from an uninterrupted one")
+            self.resumed_checkpoint = checkpoint
+            return checkpoint["epoch"]
+        print("Warning: no readable checkpoint left in {}: training starts again from epoch 1".format(directory))
+        return 0
 
     def load_model(self, directory, epoch=None):
         if not directory:
@@ -108,7 +169,7 @@ class CheckpointIO:
             return
         for name in self.get_model_names():
             model_path = checkpoint_to_load(osp.join(directory, name), epoch)
-            checkpoint = load_checkpoint(model_path)
+            checkpoint = checkpoint_fields(load_checkpoint(model_path), model_path)
             state_dict = checkpoint["state_dict"]
             for key in self.frozen_state_keys(name):
                 state_dict.pop(key, None)

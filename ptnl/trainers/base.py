@@ -16,20 +16,44 @@ import torch
 
 from ptnl import compat
 from ptnl import plugins  # noqa: F401  (registers the built-in local weights names, e.g. "pocket")
+from ptnl.clip.preprocess import check_input_size
 from ptnl.clip.weights import effective_precision, load_clip
 from ptnl.data.decoded import wrapper_for
 from ptnl.data.randomness import build_train_loader, check_randomness, set_loader_epoch
-from ptnl.io import get_logger, write_json_atomic
-from ptnl.losses import loss_from_cfg
+from ptnl.config import check_values
+from ptnl.errors import ConfigError, PTNLError
+from ptnl.io import atomic_write, get_logger, write_json_atomic
+from ptnl.io.cache import check_verify
+from ptnl.losses import loss_from_cfg, loss_options
 from ptnl.noise import check_protocol, label_training_set
-from ptnl.runs.files import DIAG_FILE, NOISE_FILE, RESULTS_FILE, config_digest
+from ptnl.runs.files import DIAG_FILE, DIVERGED_FILE, NOISE_FILE, RESULTS_FILE, config_digest
 from ptnl.runs.identity import flat_config, settings_digest
 from ptnl.trainers.diagnostics import SCALARS, EpochDiagnostics, epoch_line, per_sample_grad_norms
+from ptnl.trainers import preemption
 from ptnl.trainers.evaluation import FeatureEvaluation
+from ptnl.trainers.train_probs import save_train_probs
 
 log = get_logger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+
+
+class TrainingDiverged(PTNLError, ValueError):
+    """The loss became NaN or infinite (exit status 4; ``diverged.json`` records where)."""
+    exit_code = 4
+
+
+class CheckpointFileError(PTNLError, OSError):
+    """A checkpoint that is damaged, refused (not plain weights and states) or of other settings."""
+
+
+@contextlib.contextmanager
+def _checkpoint_errors():
+    """The engine's ``CheckpointError`` (it imports nothing of PTNL) as a one-line user error."""
+    try:
+        yield
+    except compat.CheckpointError as e:
+        raise CheckpointFileError(str(e)) from None
 
 
 class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
@@ -42,8 +66,15 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
     GROUPABLE = False  # True: trains only through this class's training step (ptnl.trainers.group)
 
     # Dassl's own versions fail on current torch; these work under both engines.
-    resume_model_if_exist = compat.CheckpointIO.resume_model_if_exist
-    load_model = compat.CheckpointIO.load_model
+    write_file = staticmethod(atomic_write)  # checkpoints: atomic, a full disk named with the space needed
+
+    def resume_model_if_exist(self, directory):
+        with _checkpoint_errors():
+            return compat.CheckpointIO.resume_model_if_exist(self, directory)
+
+    def load_model(self, directory, epoch=None):
+        with _checkpoint_errors():
+            return compat.CheckpointIO.load_model(self, directory, epoch)
 
     def __init__(self, cfg):
         self._wall_start = time.time()
@@ -51,12 +82,14 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
 
     # ------------------------------------------------------------------ config and data
     def check_cfg(self, cfg):
+        check_values(cfg)  # every key's type and range: one line naming the key and what it takes
         opts = cfg.TRAINER.PTNL
         if opts.PREC not in PRECISIONS:
-            raise ValueError("TRAINER.PTNL.PREC must be one of {}, got {!r}".format(PRECISIONS, opts.PREC))
+            raise ConfigError("TRAINER.PTNL.PREC must be one of {}, got {!r}".format(PRECISIONS, opts.PREC))
         loss_from_cfg(cfg)  # unknown loss or bad option: fail before any data is read
         check_protocol(cfg.DATASET.NOISE.RATE, cfg.DATASET.NOISE.TYPE, cfg.DATASET.NOISE.MODE)
         check_randomness(cfg)
+        check_verify(opts.CACHE_VERIFY)  # an unknown mode fails now, not at the first cached feature
 
     def build_data_loader(self):
         super().build_data_loader()
@@ -103,10 +136,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         log.info(f"Loading CLIP (backbone: {name})")
         clip_model = load_clip(name, device="cpu", prec=self.precision)
         self.clip_weights_path = clip_model.weights_path
-        res = clip_model.visual.input_resolution
-        if tuple(self.cfg.INPUT.SIZE) != (res, res):
-            raise ValueError("INPUT.SIZE {} does not match the CLIP input resolution {} of {}; set "
-                             "INPUT.SIZE ({}, {})".format(tuple(self.cfg.INPUT.SIZE), res, name, res, res))
+        check_input_size(self.cfg.INPUT.SIZE, clip_model.visual.input_resolution, name)
         return clip_model
 
     def register_trainable(self, name, module):
@@ -153,6 +183,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         return np.array([self.true_label_of[p] for p in batch["impath"]])
 
     def forward_backward(self, batch):
+        self._check_stop()
         image, label = self.parse_batch_train(batch)
         batch = dict(batch, img=image, label=label)
         if self.precision == "amp":
@@ -175,6 +206,40 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
+
+    def detect_anomaly(self, loss):
+        """A NaN or infinite loss stops the run: one line naming the epoch, the batch and the likely
+        cause, and ``diverged.json`` (no ``results.json``) so that reports list the run as diverged."""
+        if torch.isfinite(loss).all():
+            return
+        value = loss.detach().float().reshape(-1)
+        bad = value[~torch.isfinite(value)][0].item()
+        epoch, batch = getattr(self, "epoch", 0) + 1, getattr(self, "batch_idx", 0) + 1
+        lr = self.get_current_lr()
+        causes = ["the learning rate is too high (OPTIM.LR {}; {:.4g} in this epoch)".format(self.cfg.OPTIM.LR, lr)]
+        if self.precision in ("fp16", "amp", "bf16"):
+            causes.append("{} precision overflowed (try TRAINER.PTNL.PREC fp32)".format(self.precision))
+        likely = " or ".join(causes)
+        path = osp.join(self.output_dir, DIVERGED_FILE)
+        message = ("Training diverged at epoch {}/{}, batch {}/{}: the loss is {}. Likely cause: {}. No results "
+                   "written; {} records it".format(epoch, self.max_epoch, batch, getattr(self, "num_batches", "?"),
+                                                   bad, likely, path))
+        record = {"diverged": True, "epoch": epoch, "batch": batch, "num_batches": getattr(self, "num_batches", None),
+                  "max_epoch": self.max_epoch, "loss_value": str(bad), "lr": lr, "likely_cause": likely,
+                  "message": message}
+        record.update(self.run_fields())
+        write_json_atomic(path, record)
+        raise TrainingDiverged(message)
+
+    # ------------------------------------------------------------------ preemption (SIGTERM, SIGUSR1)
+    def _check_stop(self):
+        """At a batch boundary: stop for a signal once the finished epochs are on disk."""
+        if preemption.requested():
+            preemption.check(self, getattr(self, "_saved_epochs", 0), self.epoch)
+
+    def checkpoint_extra(self):
+        """The epoch records so far go into each checkpoint: resuming needs no other file."""
+        return {"epoch_records": list(getattr(self, "epoch_records", []))}
 
     # ------------------------------------------------------------------ diagnostics
     def before_epoch(self):
@@ -208,6 +273,10 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         self.epoch_records = [r for r in self.epoch_records if r["epoch"] < rec["epoch"]] + [rec]
         write_json_atomic(osp.join(self.output_dir, DIAG_FILE), self.epoch_records)
         super().after_epoch()
+        if preemption.requested():  # a stop signal came during this epoch: save it, then stop
+            if getattr(self, "_saved_epochs", 0) < self.epoch + 1:
+                self.save_model(self.epoch, self.output_dir)
+            preemption.check(self, self._saved_epochs, self.epoch + 1)
 
     # ------------------------------------------------------------------ life cycle
     def before_train(self):
@@ -219,14 +288,37 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
                 self.noise_record["type"], self.noise_record["mode"], self.noise_record["rate"],
                 self.noise_record["num_noisy"], self.noise_record["num_samples"],
                 self.noise_record["realised_rate"]))
+        stale = osp.join(self.output_dir, DIVERGED_FILE)
+        if osp.isfile(stale):  # a run that diverged before is trained again (new settings or a retry)
+            os.remove(stale)
         super().before_train()
+        self._saved_epochs = self.start_epoch
+        records = (getattr(self, "resumed_checkpoint", None) or {}).get("epoch_records")
+        if records is None and self.start_epoch > 0:
+            records = self._read_epoch_records()
+        self.epoch_records = [r for r in records or [] if r["epoch"] <= self.start_epoch]
+        preemption.defer(True)
+
+    def _read_epoch_records(self):
+        """``epochs.json`` of a run resumed from a checkpoint without epoch records (older PTNL)."""
         path = osp.join(self.output_dir, DIAG_FILE)
-        records = json.load(open(path)) if self.start_epoch > 0 and osp.isfile(path) else []
-        self.epoch_records = [r for r in records if r["epoch"] <= self.start_epoch]
+        try:
+            with open(path) as f:
+                records = json.load(f)
+            assert isinstance(records, list) and all(isinstance(r, dict) and "epoch" in r for r in records)
+            return records
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, AssertionError) as e:
+            log.warning("Warning: {} is damaged ({}); the epochs before the resume have no diagnostics".format(
+                path, type(e).__name__))
+            return []
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         compat.CheckpointIO.save_model(self, epoch, directory, is_best=is_best, val_result=val_result,
                                        model_name=model_name)  # with the random states (Dassl's has none)
+        if not model_name:
+            self._saved_epochs = epoch + 1
         keep = self.cfg.TRAINER.PTNL.KEEP_CHECKPOINTS
         if model_name or keep <= 0:
             return
@@ -251,8 +343,11 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
 
     def after_train(self):
         self.last_test = None
+        preemption.defer(False)  # the final test: a stop signal stops at once (the last epoch is saved)
         super().after_train()
         if self.last_test is not None:
+            if self.cfg.TRAINER.PTNL.SAVE_TRAIN_PROBS:  # the tested model's probabilities (cleanlab's layout)
+                save_train_probs(self)
             write_json_atomic(osp.join(self.output_dir, RESULTS_FILE), self.results_record())
 
     def prompt_settings(self):
@@ -265,28 +360,36 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
                 "ctx_init": o.CTX_INIT}
 
     def results_record(self):
+        record = dict(self.last_test)
+        record.update(self.run_fields())
+        record["wall_time_s"] = time.time() - self._wall_start
+        return record
+
+    def run_fields(self):
+        """What identifies the run and how it ran: ``results.json``'s keys besides the test's
+        (``diverged.json`` holds them too)."""
         cfg = self.cfg
         nr = self.noise_record
-        noise = {"type": cfg.DATASET.NOISE.TYPE, "mode": cfg.DATASET.NOISE.MODE,
-                 "rate": cfg.DATASET.NOISE.RATE,
+        from_file = bool(nr and "file" in nr)  # DATASET.NOISE.FILE: the file's protocol, not the config's unused keys
+        noise = {"type": nr["type"] if from_file else cfg.DATASET.NOISE.TYPE,
+                 "mode": nr["mode"] if from_file else cfg.DATASET.NOISE.MODE,
+                 "rate": nr["rate"] if from_file else cfg.DATASET.NOISE.RATE,
                  "realised_rate": nr["realised_rate"] if nr else 0.0,
                  "num_noisy": nr["num_noisy"] if nr else 0,
                  "generator": nr["generator"] if nr else None}
-        record = dict(self.last_test)
-        record.update({
+        return {
             "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME,
             "backbone": cfg.MODEL.BACKBONE.NAME, "seed": cfg.SEED,
             "num_shots": cfg.DATASET.NUM_SHOTS, "noise": noise, "loss": cfg.TRAINER.PTNL.LOSS,
             "prompt": self.prompt_settings(),
             "gce_q": cfg.TRAINER.PTNL.GCE_Q if cfg.TRAINER.PTNL.LOSS == "gce" else None,
+            "loss_options": loss_options(cfg),  # every option of the loss with its default: tables show changed ones
             "classnames": list(self.dm.dataset.classnames),
-            "epochs": self.epoch_records,
+            "epochs": getattr(self, "epoch_records", []),
             "engine": {"name": compat.ENGINE, "version": compat.ENGINE_VERSION},
             "precision": self.precision,
             "randomness": cfg.DATALOADER.RANDOMNESS, "num_workers": cfg.DATALOADER.NUM_WORKERS,
             "config_digest": config_digest(cfg),
             "config": flat_config(cfg),  # every key; settings_digest: those that can change results
             "settings_digest": settings_digest(flat_config(cfg)),
-            "wall_time_s": time.time() - self._wall_start,
-        })
-        return record
+        }
