@@ -42,7 +42,7 @@ class ImageNet(PTNLDatasetBase):
     def read_folder(self, classnames, split):
         split_dir = osp.join(self.image_dir, split)
         if not osp.isdir(split_dir):
-            raise FileNotFoundError('image folder "{}" not found'.format(split_dir))
+            raise DatasetError('image folder "{}" not found'.format(split_dir))
         folders = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
         unknown = [f for f in folders if f not in classnames]
         if unknown:

@@ -22,7 +22,7 @@ class OxfordFlowers(PTNLDatasetBase):
             groups.setdefault(int(label), []).append(osp.join(self.image_dir, "image_{:05d}.jpg".format(i + 1)))
         name_file = osp.join(self.dataset_dir, "cat_to_name.json")
         if not osp.isfile(name_file):
-            raise FileNotFoundError('class-name file "{}" not found'.format(name_file))
+            raise DatasetError('class-name file "{}" not found'.format(name_file))
         with open(name_file) as f:
             lab2cname = json.load(f)
         train, val, test = [], [], []

@@ -12,7 +12,8 @@ import os
 
 from ptnl.engine.optim import build_lr_scheduler  # noqa: F401  (always ours, see above)
 from ptnl.engine.trainer import CheckpointIO  # noqa: F401
-from ptnl.engine.utils import load_checkpoint, progress, read_image  # noqa: F401
+from ptnl.engine.utils import CheckpointError, load_checkpoint, progress, read_image  # noqa: F401
+from ptnl.engine.utils import load_pretrained_weights  # noqa: F401  (ours: weights_only=True, as load_checkpoint)
 
 _choice = os.environ.get("PTNL_ENGINE", "auto").strip().lower() or "auto"
 if _choice not in ("auto", "dassl", "builtin"):
@@ -45,8 +46,7 @@ if _dassl is not None:
     from dassl.metrics import compute_accuracy  # noqa: F401
     from dassl.optim import build_optimizer  # noqa: F401
     from dassl.utils import (check_isfile, collect_env_info, listdir_nohidden,  # noqa: F401
-                             load_pretrained_weights, mkdir_if_missing, read_json,
-                             set_random_seed, setup_logger, write_json)
+                             mkdir_if_missing, read_json, set_random_seed, setup_logger, write_json)
     # Dassl's wilds datasets call logging.disable(logging.WARNING) on import, which silenced every
     # PTNL log line (epoch diagnostics, partitions) under real Dassl; give logging back its level
     logging.disable(_logging_disabled)
@@ -58,7 +58,7 @@ else:
                              DatasetBase, DatasetWrapper, Datum, TrainerX, build_data_loader,
                              build_evaluator, build_optimizer, build_trainer, build_transform,
                              check_isfile, collect_env_info, compute_accuracy, get_cfg_default,
-                             listdir_nohidden, load_pretrained_weights, mkdir_if_missing,
+                             listdir_nohidden, mkdir_if_missing,
                              read_json, set_random_seed, setup_logger, write_json)
 
 

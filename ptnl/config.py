@@ -93,6 +93,8 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.NOISE.TYPE = "sym"  # which wrong label: sym
     cfg.DATASET.NOISE.MODE = "swap"  # which samples: swap (per-class exact) | flip (global) | release (the release's)
     cfg.DATASET.NOISE.RELEASE_DUPLICATES = False  # release mode: draw with replacement, as the release (repeats)
+    cfg.DATASET.NOISE.FILE = ""  # train on exactly this noisy-set file (CSV/JSON, python -m ptnl.noise export)
+    cfg.DATASET.NOISE.FILE_COLUMN = ""  # its given-label column (multi-annotator files); "": label
     if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
         cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key; kept so CoOp configs merge
 
@@ -114,10 +116,12 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.NCE_BETA = 1.0  # nce_rce: weight of reverse CE
     cfg.TRAINER.PTNL.RCE_A = -4.0  # sce, nce_rce: log 0 := A in reverse CE (SCE paper; the release: log 1e-4)
     cfg.TRAINER.PTNL.SAVE_TEST_LOGITS = False  # write test_logits.pt (UPL always does) for seed ensembles
+    cfg.TRAINER.PTNL.SAVE_TRAIN_PROBS = False  # write train_probs.npy: final model's class probabilities of the training set
     cfg.TRAINER.PTNL.ANALYSIS = False  # per-epoch gradient norms of clean vs noisy samples, confusion matrix
     cfg.TRAINER.PTNL.TRUNCATE_TEXT = True  # run the text transformer only up to the last end-of-text token
     cfg.TRAINER.PTNL.SHARE_PREFIX = True  # compute the prompts' common start (SOS + shared context) once, not per class
     cfg.TRAINER.PTNL.CACHE_FEATURES = True  # evaluate from cached test-split image features
+    cfg.TRAINER.PTNL.CACHE_VERIFY = "stat"  # caches key on each image file's size+mtime (stat) | sha256 (content)
     cfg.TRAINER.PTNL.DECODE_CACHE_MB = 1024  # keep decoded training images in memory up to this size; 0: off
     cfg.TRAINER.PTNL.KEEP_CHECKPOINTS = 1  # periodic checkpoints kept (newest); 0 keeps all
 
@@ -160,3 +164,114 @@ def extend_cfg(cfg: CN) -> CN:
     for hook in _HOOKS:
         hook(cfg)
     return cfg
+
+
+# ----------------------------------------------------------------------------- value checks
+def _rule(test: Callable, takes: str):
+    return (test, takes)
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _one_of(*choices):
+    return _rule(lambda v: v in choices, "one of {}".format(", ".join(map(str, choices))))
+
+
+def _int_at_least(low):
+    return _rule(lambda v: _int(v) and v >= low, "an integer >= {}".format(low))
+
+
+def _above(low):
+    return _rule(lambda v: _number(v) and v > low, "a number > {}".format(low))
+
+
+def _at_least(low):
+    return _rule(lambda v: _number(v) and v >= low, "a number >= {}".format(low))
+
+
+def _names(x):
+    return isinstance(x, (list, tuple)) and all(isinstance(n, str) and n for n in x)
+
+
+ANY = None  # any value of the key's type (yacs checks the type when the value is merged)
+
+# The range or choices of every key ``extend_cfg`` adds (and of the toolbox keys whose bad values
+# would only fail deep inside a run). Names checked against a registry (losses, noise types and
+# modes, trainers, datasets, backbones) are left to those registries' own checks.
+VALUE_RULES = {
+    "DATASET.NOISE.RATE": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "DATASET.NOISE.TYPE": ANY, "DATASET.NOISE.MODE": ANY,  # their registries (ptnl.noise.check_protocol)
+    "DATASET.NOISE.RELEASE_DUPLICATES": ANY, "DATASET.NOISE.FILE": ANY, "DATASET.NOISE.FILE_COLUMN": ANY,
+    "DATASET.SUBSAMPLE_CLASSES": _one_of("all", "base", "new"),
+    "DATASET.NUM_SHOTS": _rule(lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1: all images)"),
+    "DATALOADER.RANDOMNESS": _one_of(*RANDOMNESS),
+    "DATALOADER.NUM_WORKERS": _int_at_least(0),
+    "DATALOADER.TRAIN_X.BATCH_SIZE": _int_at_least(1), "DATALOADER.TEST.BATCH_SIZE": _int_at_least(1),
+    "OPTIM.LR": _above(0), "OPTIM.MAX_EPOCH": _int_at_least(1), "OPTIM.WARMUP_EPOCH": _int_at_least(-1),
+    "OPTIM.WEIGHT_DECAY": _at_least(0), "OPTIM.MOMENTUM": _at_least(0),
+    "TRAIN.CHECKPOINT_FREQ": _int_at_least(0), "TRAIN.PRINT_FREQ": _int_at_least(1),
+    "INPUT.SIZE": _rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(x) and x > 0 for x in v),
+                        "two positive integers, e.g. (224, 224)"),
+    "TRAINER.PTNL.N_CTX": _int_at_least(0),  # 0: no context (the context-length ablation's zero point)
+    "TRAINER.PTNL.CSC": ANY, "TRAINER.PTNL.CTX_INIT": ANY,
+    "TRAINER.PTNL.CTX_INIT_MODE": _one_of("coop", "tokens"),
+    "TRAINER.PTNL.CLASS_TOKEN_POSITION": _one_of("end", "middle", "front"),
+    "TRAINER.PTNL.PREC": _one_of("fp16", "fp32", "amp", "bf16"),
+    "TRAINER.PTNL.LOSS": ANY,  # the loss registry (ptnl.losses)
+    "TRAINER.PTNL.GCE_Q": _rule(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "TRAINER.PTNL.SCE_ALPHA": _at_least(0), "TRAINER.PTNL.SCE_BETA": _at_least(0),
+    "TRAINER.PTNL.NCE_ALPHA": _at_least(0), "TRAINER.PTNL.NCE_BETA": _at_least(0),
+    "TRAINER.PTNL.RCE_A": _rule(lambda v: _number(v) and v < 0, "a number < 0 (log 0 := A)"),
+    "TRAINER.PTNL.SAVE_TEST_LOGITS": ANY, "TRAINER.PTNL.SAVE_TRAIN_PROBS": ANY, "TRAINER.PTNL.ANALYSIS": ANY,
+    "TRAINER.PTNL.TRUNCATE_TEXT": ANY, "TRAINER.PTNL.SHARE_PREFIX": ANY, "TRAINER.PTNL.CACHE_FEATURES": ANY,
+    "TRAINER.PTNL.CACHE_VERIFY": _one_of("stat", "sha256"),
+    "TRAINER.PTNL.DECODE_CACHE_MB": _int_at_least(0),
+    "TRAINER.PTNL.KEEP_CHECKPOINTS": _int_at_least(0),
+    "TRAINER.UPL.NUM_PER_CLASS": _rule(_int, "an integer (<= 0: DATASET.NUM_SHOTS)"),
+    "TRAINER.UPL.SELECTION": _one_of("topk", "random"),
+    "TRAINER.UPL.TEMPLATES": _one_of("dataset", "ensemble"),
+    "TRAINER.UPL.BACKBONES": _rule(_names, "a list of backbone names, e.g. ('RN50', 'ViT-B/32')"),
+    "TRAINER.LINEAR_PROBE.PROTOCOL": _one_of("coop", "fixed"),
+    "TRAINER.LINEAR_PROBE.C": _above(0), "TRAINER.LINEAR_PROBE.SEARCH_C": ANY,
+    "TRAINER.LINEAR_PROBE.VAL_NOISE": ANY, "TRAINER.LINEAR_PROBE.MAX_ITER": _int_at_least(1),
+    "TRAINER.JOAPR.WARMUP_EPOCH": _int_at_least(0),
+    "TRAINER.JOAPR.ALPHA1": _at_least(0), "TRAINER.JOAPR.ALPHA2": _at_least(0),
+    "TRAINER.JOAPR.BETA": _above(0), "TRAINER.JOAPR.TEMP": _above(0), "TRAINER.JOAPR.AVERAGE_LOSS": ANY,
+    "TRAINER.JOAPR.LOSS_WINDOW": _int_at_least(1), "TRAINER.JOAPR.PASS_TRANSFORM": _one_of("test", "train"),
+    "TRAINER.JOAPR.RELEASE_BUGS": ANY,
+    "TRAINER.NLPROMPT.REG": _above(0), "TRAINER.NLPROMPT.COST": _one_of("p", "logp"),
+    "TRAINER.NLPROMPT.SOLVER": _one_of("sinkhorn", "sinkhorn_log", "auto"),
+    "TRAINER.NLPROMPT.NUM_ITER": _int_at_least(1), "TRAINER.NLPROMPT.STOP_THR": _above(0),
+    "TRAINER.NLPROMPT.PASS_TRANSFORM": _one_of("test", "train"), "TRAINER.NLPROMPT.RELEASE_BUGS": ANY,
+    "DATASET.FOOD101N.TEST_PROTOCOL": _one_of("food101", "coop"),  # datasets/food101n.py's keys
+    "DATASET.FOOD101N.FOOD101_DIR": ANY, "DATASET.FOOD101N.SYNTHETIC_NOISE": ANY,
+    "TRAINER.IMAGENET_FT.ARCH": _rule(lambda v: isinstance(v, str) and bool(v), "a torchvision architecture name"),
+}
+
+
+def check_values(cfg: CN) -> None:
+    """Every key of ``VALUE_RULES`` that ``cfg`` has must hold a value in its range or choices;
+    the first that does not raises ``ConfigError`` naming the key, what it takes and the value
+    (before anything is written). Types are yacs's to check when values are merged.
+
+    Args:
+        cfg: the run's config.
+    """
+    from ptnl.errors import ConfigError
+    for key, rule in VALUE_RULES.items():
+        if rule is ANY:
+            continue
+        node, found = cfg, True
+        for part in key.split("."):
+            if not isinstance(node, CN) or part not in node:
+                found = False
+                break
+            node = node[part]
+        if found and not rule[0](node):
+            raise ConfigError("{} must be {}, got {!r}".format(key, rule[1], node))

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import List, Optional
 
 from ptnl import pocket  # noqa: F401  (registers the "pocket" weights name)
+from ptnl.errors import PluginError
 
 
 def load_plugins(spec: Optional[str] = None) -> List[ModuleType]:
@@ -35,7 +36,8 @@ def load_plugins(spec: Optional[str] = None) -> List[ModuleType]:
         if item.endswith(".py") or os.sep in item:
             path = osp.abspath(osp.expanduser(item))
             if not osp.isfile(path):
-                raise FileNotFoundError('Plugin file "{}" (PTNL_PLUGINS) not found'.format(path))
+                raise PluginError('Plugin file "{}" (PTNL_PLUGINS={}) not found: name an existing .py file or an '
+                                  'importable module'.format(path, spec))
             name = "ptnl_plugin_" + osp.splitext(osp.basename(path))[0]
             if name not in sys.modules:
                 module_spec = importlib.util.spec_from_file_location(name, path)
@@ -44,5 +46,11 @@ def load_plugins(spec: Optional[str] = None) -> List[ModuleType]:
                 module_spec.loader.exec_module(module)
             modules.append(sys.modules[name])
         else:
-            modules.append(importlib.import_module(item))
+            try:
+                modules.append(importlib.import_module(item))
+            except ModuleNotFoundError as e:
+                if e.name is None or not (item == e.name or item.startswith(e.name + ".")):
+                    raise  # the plugin itself imports something missing: its traceback says what
+                raise PluginError("Plugin module {!r} (PTNL_PLUGINS={}) not found: name an importable module or "
+                                  "a .py file".format(item, spec)) from None
     return modules

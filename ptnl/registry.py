@@ -16,10 +16,12 @@ class Registry(Mapping):
         key: the config key or argument that names an entry, for error messages.
         error: the exception class raised for an unknown name.
         sort_names: list names sorted (else in registration order) in errors and ``names()``.
+        hint: appended to the unknown-name error (where a name of one's own comes from).
     """
 
-    def __init__(self, kind: str, key: str, *, error: Type[Exception] = ValueError, sort_names: bool = False):
-        self.kind, self.key, self.error, self.sort_names = kind, key, error, sort_names
+    def __init__(self, kind: str, key: str, *, error: Type[Exception] = ValueError, sort_names: bool = False,
+                 hint: str = ""):
+        self.kind, self.key, self.error, self.sort_names, self.hint = kind, key, error, sort_names, hint
         self._objects: Dict[str, Any] = {}
         self._meta: Dict[str, Dict[str, Any]] = {}
 
@@ -40,8 +42,8 @@ class Registry(Mapping):
 
     def unknown(self, name: Any) -> Exception:
         """The error for an unknown ``name``: it lists the known names."""
-        return self.error("Unknown {} {!r} ({}): expected one of {}".format(
-            self.kind, name, self.key, ", ".join(self.names())))
+        return self.error("Unknown {} {!r} ({}): expected one of {}{}".format(
+            self.kind, name, self.key, ", ".join(self.names()), "; " + self.hint if self.hint else ""))
 
     def get(self, name: str, default: Any = None) -> Any:  # Mapping.get, kept quiet
         return self._objects.get(name, default)

@@ -55,6 +55,18 @@ def run_py(args, env=None, cwd=REPO, check=True, timeout=600):
     return proc
 
 
+def run_main(argv, monkeypatch, tmp_path):
+    """train.py's main in this process, from an empty working folder; returns its stdout."""
+    import io
+
+    import train  # registers the datasets and trainers
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    train.main(train.build_parser().parse_args(argv))
+    return out.getvalue()
+
+
 def train_args(data, clip, out, seed=1, shots=4, rate=0.5, loss="gce", epochs=3, extra=()):
     return ["train.py", "--root", data, "--trainer", "PTNL", "--seed", str(seed),
             "--dataset-config-file", "configs/datasets/dtd.yaml",

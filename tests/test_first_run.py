@@ -15,22 +15,13 @@ import time
 
 import pytest
 
-from conftest import REPO, SMALL_OPTS, train_args
+from conftest import REPO, SMALL_OPTS, run_main, train_args
 
 import train  # noqa: E402  (registers the datasets and trainers)
 
 
-def run_main(argv, monkeypatch, tmp_path):
-    """train.py's main in this process, from an empty working folder; returns its stdout."""
-    monkeypatch.chdir(tmp_path)
-    out = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", out)
-    train.main(train.build_parser().parse_args(argv))
-    return out.getvalue()
-
-
-def base_argv(extra=(), config=True):
-    argv = ["--trainer", "PTNL", "--root", "/nonexistent", "--dataset-config-file",
+def base_argv(extra=(), config=True, root="/nonexistent"):
+    argv = ["--trainer", "PTNL", "--root", root, "--dataset-config-file",
             osp.join(REPO, "configs/datasets/dtd.yaml")]
     if config:
         argv += ["--config-file", osp.join(REPO, "configs/trainers/PTNL/rn50.yaml")]
@@ -79,18 +70,26 @@ def test_dry_run_unknown_trainer(monkeypatch, tmp_path):
         run_main(argv, monkeypatch, tmp_path)
 
 
+def data_root(tmp_path):
+    """A --root whose dtd/ folder exists (dry runs check it; they read no image)."""
+    os.makedirs(tmp_path / "data" / "dtd", exist_ok=True)
+    return str(tmp_path / "data")
+
+
 def test_no_config_file_warns_about_the_optimiser(monkeypatch, tmp_path):
-    out = run_main(base_argv(["--dry-run"], config=False), monkeypatch, tmp_path)
+    root = data_root(tmp_path)
+    out = run_main(base_argv(["--dry-run", "MODEL.BACKBONE.NAME", "RN50"], config=False, root=root),
+                   monkeypatch, tmp_path)
     warning = [ln for ln in out.splitlines() if ln.startswith("Warning: no --config-file")]
     assert len(warning) == 1 and "OPTIM.NAME adam" in warning[0] and "configs/trainers/PTNL/" in warning[0]
     assert "rn50.yaml" in warning[0]
-    out = run_main(base_argv(["--dry-run"]), monkeypatch, tmp_path)
+    out = run_main(base_argv(["--dry-run"], root=root), monkeypatch, tmp_path)
     assert "Warning" not in out
 
 
-def readme_block(marker):
-    """The command of README's ```bash block that contains ``marker`` (continuation lines joined)."""
-    text = open(osp.join(REPO, "README.md")).read()
+def readme_block(marker, page="README.md"):
+    """The command of a ```bash block in ``page`` (README or docs/) that contains ``marker``."""
+    text = open(osp.join(REPO, page)).read()
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         joined = block.replace("\\\n", " ")
         for line in joined.splitlines():
@@ -100,8 +99,8 @@ def readme_block(marker):
 
 
 def test_readme_pocket_one_liner_passes_the_checks(monkeypatch, tmp_path):
-    cmd = readme_block('--root "$(python -m ptnl.pocket --field root)"')
-    cmd = cmd.replace('"$(python -m ptnl.pocket --field root)"', "/pocket-root")
+    cmd = readme_block('--root "$(python -m ptnl.pocket --field root)"', "docs/pocket.md")
+    cmd = cmd.replace('"$(python -m ptnl.pocket --field root)"', data_root(tmp_path))
     argv = shlex.split(cmd)
     assert argv[:2] == ["python", "train.py"]
     argv = [a if not a.startswith("configs/") else osp.join(REPO, a) for a in argv[2:]]
@@ -109,23 +108,29 @@ def test_readme_pocket_one_liner_passes_the_checks(monkeypatch, tmp_path):
     assert "NAME: DescribableTextures" in out and "Warning" not in out
 
 
-def test_readme_describes_every_run_file():
-    text = open(osp.join(REPO, "README.md")).read()
+def test_docs_describe_every_run_file():
+    text = open(osp.join(REPO, "docs", "running.md")).read()
     outputs = text.split("### Outputs of a run", 1)[1].split("\n## ", 1)[0]
     for name in ("log.txt", "results.json", "noise.json", "epochs.json", "model.pth.tar-", "tensorboard/",
                  "--verbose", "Error: ", "Interrupted at epoch"):
         assert name in outputs, name
-    eval_only = readme_block("--eval-only")
+    eval_only = readme_block("--eval-only", "docs/running.md")
     assert eval_only.index("--eval-only") < eval_only.index("DATASET.")  # flags before KEY VALUE pairs
 
 
 # ----------------------------------------------------------------------------- exit lines
-def test_interrupted_message_names_the_epoch():
+def test_interrupted_message_names_the_epoch(tmp_path):
     from ptnl.trainers.cli import interrupted_message
 
     class T:
-        epoch, max_epoch = 4, 50
-    assert interrupted_message(T()) == "Interrupted at epoch 5/50: re-run the same command to resume."
+        epoch, max_epoch, output_dir = 4, 50, str(tmp_path)
+    assert interrupted_message(T()) == ("Interrupted at epoch 5/50: re-run the same command to start again "
+                                        "(no checkpoint was written yet).")
+    os.makedirs(tmp_path / "prompt_learner")
+    (tmp_path / "prompt_learner" / "model.pth.tar-4").write_bytes(b"")
+    # the epoch a re-run resumes from is the one main.sh's "Resuming: DIR (from epoch 4)" names (issue 29, 11)
+    assert interrupted_message(T()) == ("Interrupted at epoch 5/50: re-run the same command to resume from "
+                                        "epoch 4 (the newest checkpoint).")
 
 
 # ----------------------------------------------------------------------------- files and output
@@ -223,6 +228,7 @@ def test_run_then_eval_only_from_the_newest_epoch(world, tmp_path):
 def test_a_failed_run_says_why_in_its_log(world, tmp_path):
     os.makedirs(tmp_path / "d" / "dtd")
     out = str(tmp_path / "bad")
+    os.makedirs(out)  # a folder that was there (a run to resume) keeps its log, which says why it stopped
     proc = popen(train_args(str(tmp_path / "d"), world["clip"], out, epochs=1))
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2
@@ -230,6 +236,12 @@ def test_a_failed_run_says_why_in_its_log(world, tmp_path):
     assert len(errors) == 1 and "split_zhou_DescribableTextures.json" in errors[0]
     last = open(osp.join(out, "log.txt")).read().splitlines()[-1]
     assert last == errors[0]
+    # a folder this command made is removed: nothing for ptnl.report to list as incomplete (issue 29, 8)
+    fresh = str(tmp_path / "out" / "fresh")
+    proc = popen(train_args(str(tmp_path / "d"), world["clip"], fresh, epochs=1))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and "split_zhou_DescribableTextures.json" in stderr
+    assert not osp.exists(tmp_path / "out")
 
 
 def test_ctrl_c_is_one_line_and_exit_130(world, tmp_path):
@@ -244,8 +256,10 @@ def test_ctrl_c_is_one_line_and_exit_130(world, tmp_path):
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     lines = [ln for ln in stderr.splitlines() if ln.startswith("Interrupted at epoch")]
+    from ptnl.runs.files import newest_checkpoint
     assert len(lines) == 1 and re.fullmatch(
-        r"Interrupted at epoch \d+/40: re-run the same command to resume\.", lines[0]), stderr[-2000:]
+        r"Interrupted at epoch \d+/40: re-run the same command to resume from epoch {} \(the newest "
+        r"checkpoint\)\.".format(newest_checkpoint(out)), lines[0]), stderr[-2000:]
     assert open(osp.join(out, "log.txt")).read().splitlines()[-1] == lines[0]
 
 

@@ -7,6 +7,7 @@ import torch.nn as nn
 from ptnl.clip.heads import TextClassifier
 from ptnl.clip.templates import class_text
 from ptnl.clip.text import TextEncoder, normalize, tokenize
+from ptnl.errors import ConfigError
 from ptnl.io import get_logger
 
 log = get_logger(__name__)
@@ -42,7 +43,7 @@ def assemble_prompts(prefix, ctx, suffix, name_lens, position="end"):
     if position == "end":
         return torch.cat([prefix, ctx, suffix], dim=1)
     if position not in POSITIONS:
-        raise ValueError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
+        raise ConfigError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
     half = ctx.shape[1] // 2
     prompts = []
     for i, n in enumerate(name_lens):
@@ -78,11 +79,11 @@ class PromptLearner(nn.Module):
                  learn_ctx=True, learn_names=False, ctx_init_mode="coop"):
         super().__init__()
         if ctx_init_mode not in CTX_INIT_MODES:
-            raise ValueError("CTX_INIT_MODE must be one of {}, got {!r}".format(CTX_INIT_MODES, ctx_init_mode))
+            raise ConfigError("CTX_INIT_MODE must be one of {}, got {!r}".format(CTX_INIT_MODES, ctx_init_mode))
         if position not in POSITIONS:
-            raise ValueError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
+            raise ConfigError("CLASS_TOKEN_POSITION must be one of {}, got {!r}".format(POSITIONS, position))
         if n_ctx < 0:
-            raise ValueError("N_CTX must be >= 0, got {}".format(n_ctx))
+            raise ConfigError("N_CTX must be >= 0, got {}".format(n_ctx))
         dtype = clip_model.dtype
         dim = clip_model.ln_final.weight.shape[0]
         n_cls = len(classnames)
@@ -90,7 +91,7 @@ class PromptLearner(nn.Module):
         if ctx_init:
             n_ctx = ctx_init_length(ctx_init, ctx_init_mode)
             if learn_names and n_ctx != _bpe_len(ctx_init):
-                raise ValueError("CTX_INIT {!r} has {} words but {} BPE tokens: with learned class names set "
+                raise ConfigError("CTX_INIT {!r} has {} words but {} BPE tokens: with learned class names set "
                                  "TRAINER.PTNL.CTX_INIT_MODE tokens".format(ctx_init, n_ctx, _bpe_len(ctx_init)))
             with torch.no_grad():
                 emb = clip_model.token_embedding(tokenize([ctx_init])).type(dtype)

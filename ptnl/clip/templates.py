@@ -1,4 +1,5 @@
 """Zero-shot prompt templates per dataset (CoOp's ``CUSTOM_TEMPLATES`` in trainers/zsclip.py)."""
+from ptnl.errors import ConfigError
 
 # Keyed by DATASET.NAME; ``{}`` takes the class name with underscores turned into spaces.
 CUSTOM_TEMPLATES = {
@@ -57,4 +58,4 @@ def template_set(dataset_name, which="dataset"):
     if which == "ensemble":
         extra = [] if dataset_name == "ImageNet" else [dataset_template(dataset_name)]
         return IMAGENET_TEMPLATES_SELECT + extra
-    raise ValueError("Template set must be 'dataset' or 'ensemble' (TRAINER.UPL.TEMPLATES), got {!r}".format(which))
+    raise ConfigError("Template set must be 'dataset' or 'ensemble' (TRAINER.UPL.TEMPLATES), got {!r}".format(which))

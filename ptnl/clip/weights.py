@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
+from ptnl.errors import PTNLError
 from ptnl.io import cache
 from ptnl.registry import Registry
 
@@ -27,11 +28,11 @@ with warnings.catch_warnings():
 PRETRAINED = dict(_clip_module._MODELS)
 
 
-class BackboneError(ValueError):
+class BackboneError(PTNLError, ValueError):
     """An unknown backbone name or unusable weights file."""
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(PTNLError, FileNotFoundError):
     """Named CLIP weights are not cached and cannot be downloaded."""
 
 
@@ -39,9 +40,10 @@ class WeightsNotFoundError(FileNotFoundError):
 LOCAL_WEIGHTS = Registry("local weights", "MODEL.BACKBONE.NAME", error=BackboneError)
 
 
-def register_weights(name: str) -> Callable:
-    """Decorator: ``fn() -> path`` provides the weights file of the local backbone ``name``."""
-    return LOCAL_WEIGHTS.register(name)
+def register_weights(name: str, **meta) -> Callable:
+    """Decorator: ``fn() -> path`` provides the weights file of the local backbone ``name``;
+    ``resolution=`` (an int, or a function returning it) tells its input size without building it."""
+    return LOCAL_WEIGHTS.register(name, **meta)
 
 
 def available_models() -> List[str]:
@@ -123,11 +125,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 def file_digest(path: str, chunk: int = 1 << 20) -> str:
     """sha256 of a file: the identity of a weights file in cache keys."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+    return cache.file_sha256(path, chunk)
 
 
 _DIGESTS: Dict[Tuple, str] = {}
@@ -146,6 +144,15 @@ def weights_digest(path: str) -> str:
             cache.save(key, stored)
         _DIGESTS[memo] = stored["sha256"]
     return _DIGESTS[memo]
+
+
+def same_weights(a: str, b: str) -> bool:
+    """Whether MODEL.BACKBONE.NAME values ``a`` and ``b`` name the same weights: equal names, or two
+    files with one sha256 (a trained run's weights file, moved or copied since). Nothing downloads."""
+    if a == b:
+        return True
+    files = [osp.expanduser(x) for x in (a, b) if isinstance(x, str)]
+    return len(files) == 2 and all(osp.isfile(f) for f in files) and weights_digest(files[0]) == weights_digest(files[1])
 
 
 def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):

@@ -23,17 +23,27 @@ class PTNLDatasetBase(SplitFiles, FewShotCache, compat.DatasetBase):
     split_file = ""  # CoOp's split_zhou_<Name>.json, in the dataset folder
     fewshot_val = True  # False: no few-shot val (ImageNet: val is the test list, cache holds train only)
 
-    def __init__(self, cfg):
-        root = osp.abspath(osp.expanduser(cfg.DATASET.ROOT))
-        self.dataset_dir = osp.join(root, type(self).dataset_dir)
-        self.image_dir = osp.join(self.dataset_dir, type(self).image_dir)
-        self.split_path = osp.join(self.dataset_dir, self.split_file)
-        if not osp.isdir(self.dataset_dir):
+    @classmethod
+    def check_folder(cls, cfg, contents=None) -> str:
+        """The dataset folder under DATASET.ROOT; ``DatasetError`` naming it (and ``contents``, what
+        it should hold) when it is missing. ``train.py``'s checks call it before anything is written."""
+        folder = osp.join(osp.abspath(osp.expanduser(cfg.DATASET.ROOT)), cls.dataset_dir)
+        if not osp.isdir(folder):
+            if contents is None:
+                try:  # most datasets say it from class attributes alone
+                    contents = cls.expected_contents(cls)
+                except AttributeError:
+                    contents = "the dataset's split file and images"
             raise DatasetError(
                 'Dataset folder "{}" not found (DATASET.ROOT={!r} + "{}"); it should hold {}. Point '
                 '--root / DATA at the folder that contains "{}/".'.format(
-                    self.dataset_dir, cfg.DATASET.ROOT, type(self).dataset_dir, self.expected_contents(),
-                    type(self).dataset_dir))
+                    folder, cfg.DATASET.ROOT, cls.dataset_dir, contents, cls.dataset_dir))
+        return folder
+
+    def __init__(self, cfg):
+        self.dataset_dir = type(self).check_folder(cfg, self.expected_contents())
+        self.image_dir = osp.join(self.dataset_dir, type(self).image_dir)
+        self.split_path = osp.join(self.dataset_dir, self.split_file)
         train, val, test = self.read_splits()
         self.full_train = train
         num_shots = cfg.DATASET.NUM_SHOTS
@@ -41,8 +51,10 @@ class PTNLDatasetBase(SplitFiles, FewShotCache, compat.DatasetBase):
             train, val = self.load_or_sample_fewshot(train, val, num_shots, cfg.SEED)
         classes = sorted({(d.label, d.classname) for d in self.full_train})
         lab2cname = dict(classes)
+        split_read = next((p for p in (self.split_path, self._cache_path(self.split_file))
+                           if self.split_file and osp.isfile(p)), None)  # its sha256 goes into noise.json
         train, self.true_labels, self.noise_record = label_training_set(cfg, train, pool=self.full_train,
-                                                                        lab2cname=lab2cname)
+                                                                        lab2cname=lab2cname, split_file=split_read)
         super().__init__(train_x=train, val=val, test=test)
         # classes come from the whole training split, so noise or few-shot gaps cannot drop one
         self._num_classes = max(lab2cname) + 1

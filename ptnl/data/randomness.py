@@ -20,6 +20,7 @@ from torch.utils.data import Sampler
 
 from ptnl import compat
 from ptnl.config import RANDOMNESS
+from ptnl.errors import ConfigError
 
 _SAMPLERS = {"RandomSampler": True, "SequentialSampler": False}  # per_sample: name -> shuffled
 
@@ -29,10 +30,10 @@ def check_randomness(cfg):
     ``per_sample`` is asked with a train sampler it does not reproduce."""
     mode = cfg.DATALOADER.RANDOMNESS
     if mode not in RANDOMNESS:
-        raise ValueError("DATALOADER.RANDOMNESS must be one of {}, got {!r}".format(RANDOMNESS, mode))
+        raise ConfigError("DATALOADER.RANDOMNESS must be one of {}, got {!r}".format(RANDOMNESS, mode))
     sampler = cfg.DATALOADER.TRAIN_X.SAMPLER
     if mode == "per_sample" and sampler not in _SAMPLERS:
-        raise ValueError("DATALOADER.RANDOMNESS per_sample draws the order of {} only, got DATALOADER.TRAIN_X."
+        raise ConfigError("DATALOADER.RANDOMNESS per_sample draws the order of {} only, got DATALOADER.TRAIN_X."
                          "SAMPLER {!r}; set DATALOADER.RANDOMNESS coop to use Dassl's sampler".format(
                              sorted(_SAMPLERS), sampler))
 

@@ -10,6 +10,7 @@ import re
 from typing import Callable, Dict, Sequence, Tuple
 
 from ptnl import compat
+from ptnl.errors import PTNLError
 from ptnl.io import atomic_write, get_logger, user_cache_dir
 
 log = get_logger(__name__)
@@ -18,7 +19,7 @@ SPLITS = ("train", "val", "test")
 DTD_SPLIT_FILE = "split_zhou_DescribableTextures.json"
 
 
-class DatasetError(FileNotFoundError):
+class DatasetError(PTNLError, FileNotFoundError):
     """A dataset folder, split file or image is missing or malformed."""
 
 
@@ -113,7 +114,7 @@ class SplitFiles:
 
     def build_splits(self):
         """Build (train, val, test) from the raw dataset when the split file is absent."""
-        raise FileNotFoundError("no split generator for {}".format(type(self).__name__))
+        raise DatasetError("no split generator for {}".format(type(self).__name__))
 
     def expected_contents(self):
         """What the dataset folder should hold, for error messages."""
@@ -151,7 +152,7 @@ class SplitFiles:
         """CoOp's folder generator: sorted class folders, each shuffled with Python's ``random``
         and cut 50/20/30 by ``round``."""
         if not osp.isdir(self.image_dir):
-            raise FileNotFoundError('image folder "{}" not found'.format(self.image_dir))
+            raise DatasetError('image folder "{}" not found'.format(self.image_dir))
         categories = [c for c in compat.listdir_nohidden(self.image_dir) if c not in ignored]
         categories.sort()
         train, val, test = [], [], []
@@ -199,7 +200,7 @@ class SplitFiles:
     def read_lines(path):
         """The stripped, non-empty lines of an official list file (any line ending)."""
         if not osp.isfile(path):
-            raise FileNotFoundError('official list file "{}" not found'.format(path))
+            raise DatasetError('official list file "{}" not found'.format(path))
         with open(path) as f:
             return [line.strip() for line in f if line.strip()]
 
@@ -207,7 +208,7 @@ class SplitFiles:
     def read_mat(path, key):
         """Array ``key`` of a MATLAB file (scipy.io.loadmat's default layout)."""
         if not osp.isfile(path):
-            raise FileNotFoundError('MATLAB file "{}" not found'.format(path))
+            raise DatasetError('MATLAB file "{}" not found'.format(path))
         from scipy.io import loadmat
         data = loadmat(path)
         if key not in data:

@@ -31,4 +31,5 @@ class ConfusionScorer:
             self._transform = compat.build_transform(self.cfg, is_train=False)
         return zeroshot_logits(self._model, impaths, self.classnames, [self.template], self._transform,
                                self.cfg.DATASET.NAME, batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                               num_workers=self.cfg.DATALOADER.NUM_WORKERS).numpy()
+                               num_workers=self.cfg.DATALOADER.NUM_WORKERS,
+                               verify=self.cfg.TRAINER.PTNL.CACHE_VERIFY).numpy()

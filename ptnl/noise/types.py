@@ -19,10 +19,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ptnl.errors import PTNLError
 from ptnl.registry import Registry
 
 
-class NoiseError(ValueError):
+class NoiseError(PTNLError, ValueError):
     """A noise protocol cannot be applied as asked."""
 
 

@@ -23,13 +23,17 @@ class FeatureEvaluation:
             return "val", self.dm.dataset.val
         return "test", self.dm.dataset.test
 
+    raw_features = False  # True: features as the image encoder gives them (LinearProbe's coop protocol)
+
     def cached_features(self, split, items):
-        """Image-encoder features of ``items`` under the test transform, from the feature cache."""
+        """Image-encoder features of ``items`` under the test transform, from the feature cache;
+        L2-normalised unless ``raw_features``."""
         encode = lambda x: self.model.image_encoder(x.type(self.model.dtype))  # noqa: E731
         return cached_image_features(
             encode, self.clip_weights_path, self.cfg.DATASET.NAME, split, [d.impath for d in items],
             self.dm.test_loader.dataset.transform, self.device, self.cfg.DATALOADER.TEST.BATCH_SIZE,
-            self.cfg.DATALOADER.NUM_WORKERS, use_cache=self.cfg.TRAINER.PTNL.CACHE_FEATURES, dtype=self.model.dtype)
+            self.cfg.DATALOADER.NUM_WORKERS, use_cache=self.cfg.TRAINER.PTNL.CACHE_FEATURES, dtype=self.model.dtype,
+            raw=self.raw_features, verify=self.cfg.TRAINER.PTNL.CACHE_VERIFY)
 
     def test_from_features(self, split=None):
         """Dassl's ``test`` for models over a frozen CLIP image encoder: the images of the split

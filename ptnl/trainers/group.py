@@ -23,6 +23,7 @@ from ptnl import compat
 from ptnl.clip.weights import shared_loads
 from ptnl.engine.trainer import batch_line, write_batch_scalars
 from ptnl.engine.utils import AverageMeter, MetricMeter, global_rng_state, set_global_rng_state
+from ptnl.errors import ConfigError
 from ptnl.runs.identity import flat_config
 
 # config keys (prefixes) whose values a group's members share: what decides the data stream
@@ -169,7 +170,7 @@ def check_same_stream(members: List[Member]):
     ref = stream(first)
     for m in members[1:]:
         if stream(m.trainer) != ref:
-            raise ValueError("Grouped run {} does not train on the same items, labels, transform or batch size "
+            raise ConfigError("Grouped run {} does not train on the same items, labels, transform or batch size "
                              "as {}: run them separately (GROUP=0)".format(m.cfg.OUTPUT_DIR, members[0].cfg.OUTPUT_DIR))
 
 

@@ -30,10 +30,7 @@ class PTNL(PTNLTrainerBase):
         clip_model = self.load_clip_model()
         log.info("Building custom CLIP")
         log.info("Initializing {} context".format("class-specific" if opts.CSC else "a generic"))
-        learner = PromptLearner(self.dm.dataset.classnames, clip_model,
-                                n_ctx=opts.N_CTX, ctx_init=self.FIXED_TEMPLATE or opts.CTX_INIT, csc=opts.CSC,
-                                position=opts.CLASS_TOKEN_POSITION, learn_ctx=self.LEARN_CTX,
-                                learn_names=self.LEARN_NAMES, ctx_init_mode=opts.CTX_INIT_MODE)
+        learner = self.make_prompt_learner(opts, self.dm.dataset.classnames, clip_model)
         if self.LEARN_CTX and not self.LEARN_NAMES and learner.n_ctx == 0:
             log.warning(n_ctx_0_warning(type(self).__name__))
         self.model = PromptCLIP(learner, clip_model)
@@ -44,6 +41,14 @@ class PTNL(PTNLTrainerBase):
                             + ["prompt_learner.name_emb"] * self.LEARN_NAMES)
         self.model.to(self.device)
         self.register_trainable("prompt_learner", self.model.prompt_learner)
+
+    @classmethod
+    def make_prompt_learner(cls, opts, classnames, clip_model) -> PromptLearner:
+        """This trainer's prompt learner from the TRAINER.PTNL options ``opts`` (also how
+        ``ptnl.export`` rebuilds a finished run's prompt)."""
+        return PromptLearner(classnames, clip_model, n_ctx=opts.N_CTX, ctx_init=cls.FIXED_TEMPLATE or opts.CTX_INIT,
+                             csc=opts.CSC, position=opts.CLASS_TOKEN_POSITION, learn_ctx=cls.LEARN_CTX,
+                             learn_names=cls.LEARN_NAMES, ctx_init_mode=opts.CTX_INIT_MODE)
 
     def frozen_state_keys(self, name):
         return ("token_prefix", "token_suffix")

@@ -7,6 +7,7 @@ from ptnl import compat
 from ptnl.clip.features import zeroshot_logits
 from ptnl.clip.templates import template_set
 from ptnl.clip.weights import load_clip
+from ptnl.errors import ConfigError
 from ptnl.io import get_logger
 from ptnl.pseudo import pseudo_label_report, pseudo_labels, select_per_class
 from ptnl.trainers.prompt_tuning import PTNL
@@ -28,7 +29,7 @@ class UPL(PTNL):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         if cfg.DATASET.NOISE.RATE > 0:
-            raise ValueError("UPL trains on pseudo-labels; DATASET.NOISE.RATE must be 0, got {}".format(
+            raise ConfigError("UPL trains on pseudo-labels; DATASET.NOISE.RATE must be 0, got {}".format(
                 cfg.DATASET.NOISE.RATE))
 
     def training_set(self, dataset):
@@ -39,7 +40,7 @@ class UPL(PTNL):
         pool = getattr(dataset, "full_train", None)
         if pool is None:
             if cfg.DATASET.NUM_SHOTS > 0:
-                raise ValueError("UPL needs the whole training split, but dataset {} only exposes its few-shot "
+                raise ConfigError("UPL needs the whole training split, but dataset {} only exposes its few-shot "
                                  "sample; set DATASET.NUM_SHOTS -1 and TRAINER.UPL.NUM_PER_CLASS K".format(
                                      cfg.DATASET.NAME))
             pool = list(dataset.train_x)
@@ -76,7 +77,8 @@ class UPL(PTNL):
                 else _test_transform(cfg, res)
             logits = zeroshot_logits(model, paths, classnames, templates, tfm, cfg.DATASET.NAME,
                                      batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
-                                     num_workers=cfg.DATALOADER.NUM_WORKERS)
+                                     num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                     verify=cfg.TRAINER.PTNL.CACHE_VERIFY)
             probs = torch.softmax(logits.float(), dim=1).numpy()
             total = probs if total is None else total + probs
             del model

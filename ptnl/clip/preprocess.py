@@ -1,0 +1,68 @@
+"""CLIP's input: the normalisation and interpolation its image encoders were trained with (the
+``INPUT`` block of ``configs/trainers/*/*.yaml``) and the resolution a backbone expects, told from
+its name or its weights' shapes without building the model."""
+import os
+import os.path as osp
+import re
+from typing import Dict, Tuple
+
+from ptnl.clip.weights import LOCAL_WEIGHTS, PRETRAINED, read_state_dict, resolve_weights
+from ptnl.errors import ConfigError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The config's INPUT keys for CLIP's preprocessing (INPUT.SIZE comes from the backbone).
+CLIP_INPUT: Dict[str, object] = {
+    "INTERPOLATION": "bicubic",
+    "PIXEL_MEAN": list(CLIP_MEAN),
+    "PIXEL_STD": list(CLIP_STD),
+    "TRANSFORMS": ["random_resized_crop", "random_flip", "normalize"],
+}
+
+# OpenAI's releases whose input is not 224 (RN50x4 ... and the @336px ViT), by name.
+_OPENAI_SIZES = {"RN50x4": 288, "RN50x16": 384, "RN50x64": 448}
+
+
+def state_dict_resolution(sd) -> int:
+    """The input resolution of a CLIP state dict, as ``clip.model.build_model`` derives it."""
+    if "visual.proj" in sd:  # ViT: patch size x grid
+        patch = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        return int(patch * grid)
+    return int(round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5) * 32)
+
+
+def input_resolution(name_or_path: str) -> int:
+    """The square input size (pixels) of the CLIP named by MODEL.BACKBONE.NAME.
+
+    Args:
+        name_or_path: an OpenAI name (told from the name: nothing is downloaded), a registered local
+            name (its ``resolution`` when registered with one, else its weights are read) or a file.
+
+    Raises ``BackboneError`` for an unknown name or a file that is not CLIP weights.
+    """
+    if not osp.isfile(osp.expanduser(name_or_path)):
+        if name_or_path in PRETRAINED:
+            m = re.search(r"@(\d+)px$", name_or_path)
+            return int(m.group(1)) if m else _OPENAI_SIZES.get(name_or_path, 224)
+        if name_or_path in LOCAL_WEIGHTS:
+            known = LOCAL_WEIGHTS.meta(name_or_path).get("resolution")
+            if known is not None:
+                return int(known() if callable(known) else known)
+    path = resolve_weights(name_or_path)
+    st = os.stat(path)
+    key = (osp.abspath(path), st.st_size, st.st_mtime_ns)  # a sweep's checks ask once per run, of one file
+    if key not in _FILE_SIZES:
+        _FILE_SIZES[key] = state_dict_resolution(read_state_dict(path))
+    return _FILE_SIZES[key]
+
+
+_FILE_SIZES: Dict[Tuple[str, int, int], int] = {}
+
+
+def check_input_size(size, res: int, name: str) -> None:
+    """``ConfigError`` unless INPUT.SIZE ``size`` is the ``res`` x ``res`` input of backbone ``name``."""
+    if tuple(size) != (res, res):
+        raise ConfigError("INPUT.SIZE {} does not match the CLIP input resolution {} of {}; set INPUT.SIZE ({}, {}) "
+                          "or leave INPUT.SIZE out to take the backbone's".format(tuple(size), res, name, res, res))
