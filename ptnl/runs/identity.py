@@ -6,6 +6,7 @@ trains into a folder that already holds a finished run. Pure functions over dict
 import hashlib
 import json
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Tuple
 
 from ptnl.runs.files import RESULTS_FILE
@@ -15,8 +16,9 @@ from ptnl.runs.files import RESULTS_FILE
 # the seeds of one experiment). Left out of ``settings_digest`` and of every comparison.
 NON_RESULT_KEYS = (
     "SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE", "TRAIN.PRINT_FREQ", "DATALOADER.NUM_WORKERS",
-    "USE_CUDA", "TRAINER.PTNL.KEEP_CHECKPOINTS", "TRAINER.PTNL.SAVE_TEST_LOGITS", "TRAINER.PTNL.DECODE_CACHE_MB",
-    "TRAINER.PTNL.CACHE_FEATURES", "TRAIN.CHECKPOINT_FREQ",
+    "USE_CUDA", "TRAINER.PTNL.KEEP_CHECKPOINTS", "TRAINER.PTNL.SAVE_TEST_LOGITS", "TRAINER.PTNL.SAVE_TRAIN_PROBS",
+    "TRAINER.PTNL.DECODE_CACHE_MB",
+    "TRAINER.PTNL.CACHE_FEATURES", "TRAINER.PTNL.CACHE_VERIFY", "TRAIN.CHECKPOINT_FREQ",
 )
 ABSENT = "(absent)"  # how a key one config lacks is shown
 # The worker count changes results only with Dassl's own loader stream (ptnl.data.randomness).
@@ -104,6 +106,16 @@ def show_value(v) -> str:
     return v if v == ABSENT else json.dumps(v)
 
 
+DIFF_LINE = "    {}: stored {}, requested {}"  # one differing key in ``finished_run``'s message
+DIFF_LINE_RE = re.compile(r"^    (\S+): stored (.*), requested (.*)$")
+
+
+def differing_keys(message: str) -> List[Tuple[str, str, str]]:
+    """(key, stored, requested) of each differing key named in ``finished_run``'s message (as
+    train.py prints it), for the listings that show a run's differences in one line."""
+    return [m.groups() for m in map(DIFF_LINE_RE.match, message.splitlines()) if m]
+
+
 def finished_run(cfg, results_file: Optional[str] = None, defaults: Optional[Dict] = None) -> Tuple[Optional[int], str]:
     """What ``train.py`` does when ``cfg.OUTPUT_DIR`` already holds a finished run:
     ``(None, "")`` when there is none (train), ``(0, "Done already: DIR")`` when it ran these
@@ -126,7 +138,7 @@ def finished_run(cfg, results_file: Optional[str] = None, defaults: Optional[Dic
         if not diff:
             return 0, "Done already: {}".format(out_dir)
         lines = ["{} holds a finished run with other settings:".format(out_dir)]
-        lines += ["    {}: stored {}, requested {}".format(k, show_value(a), show_value(b)) for k, a, b in diff]
+        lines += [DIFF_LINE.format(k, show_value(a), show_value(b)) for k, a, b in diff]
         return 3, "\n".join(lines + [keep])
     if stored.get("config_digest"):
         from ptnl.runs.files import config_digest

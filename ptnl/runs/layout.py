@@ -61,3 +61,47 @@ def setting_dir(run_dir):
     """The folder of a run's settings (its seeds' parent) in main.sh's layout, else None."""
     run_dir = osp.normpath(osp.abspath(run_dir))
     return osp.dirname(run_dir) if SEED_DIR_RE.match(osp.basename(run_dir)) else None
+
+
+# What the scripts' run folder names encode, and what sets each in them (main.sh's arguments and
+# environment; the grid scripts' lists). A trailing KEY VALUE option naming one of these would train
+# other settings than the folder says, so the scripts refuse it (``folder_key_override``).
+FOLDER_KEYS = {
+    "DATASET.NAME": "main.sh's DATASET argument",
+    "MODEL.BACKBONE.NAME": "CLIP_WEIGHTS=<name or weights file> (the backbone folder is named after it)",
+    "TRAINER.NAME": "TRAINER=<name> (TRAINERS, CONFIGS or METHODS in the grid scripts)",
+    "DATASET.NOISE.TYPE": "NOISE_TYPE=<type>",
+    "DATASET.NOISE.MODE": "NOISE_MODE=<mode>",
+    "DATASET.NOISE.RATE": "main.sh's NOISE_RATE argument (RATES in the grid scripts)",
+    "TRAINER.PTNL.LOSS": "main.sh's LOSS argument (LOSSES or METHODS in the grid scripts)",
+    "DATASET.NUM_SHOTS": "SHOTS=<K>",
+    "TRAINER.PTNL.N_CTX": "NCTX=<N> (NCTXS in ctx_length.sh)",
+    "TRAINER.PTNL.CSC": "CSC=<True|False>",
+    "TRAINER.PTNL.CLASS_TOKEN_POSITION": "CTP=<end|middle|front>",
+    "SEED": "SEEDS=<list>",
+    "OUTPUT_DIR": "OUT=<folder> (and VARIANT=<name> for an extra folder level)",
+}
+# What a script encodes in the VARIANT folder level and passes itself (scripts/upl/main.sh): a
+# second, different value among the trailing options contradicts the folder.
+VARIANT_KEYS = {
+    "TRAINER.UPL.SELECTION": "scripts/upl/main.sh's SELECTION argument",
+    "TRAINER.UPL.TEMPLATES": "TEMPLATES=<dataset|ensemble>",
+    "TRAINER.UPL.BACKBONES": "PSEUDO_BACKBONES=<names>",
+}
+
+
+def folder_key_override(opts) -> str:
+    """Why the trailing ``KEY VALUE`` options ``opts`` of a script's run contradict its folder name
+    (one line naming the key and what sets it instead), or "" when they do not."""
+    seen = {}
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if key in FOLDER_KEYS:
+            return ("{} {} among the trailing KEY VALUE options: the run folder's name encodes {}, so an override "
+                    "would train other settings than the folder says; set it with {} instead".format(
+                        key, value, key, FOLDER_KEYS[key]))
+        if key in VARIANT_KEYS:
+            if key in seen and literal(seen[key]) != literal(value):
+                return ("{} {} among the trailing KEY VALUE options contradicts {} {}, which the run folder's name "
+                        "encodes; set it with {} instead".format(key, value, key, seen[key], VARIANT_KEYS[key]))
+            seen.setdefault(key, value)
+    return ""

@@ -2,36 +2,95 @@
 
 ``run``: the plan built by a grid script (``scripts/ptnl/lib.sh``), executed by ``ENGINE`` (local,
 the default; gpus with ``GPUS``; slurm with ``SBATCH_ARGS`` and ``MAX_PARALLEL``); with
-``DRY_RUN=1`` (or ``plan``) it only prints the plan and a GPU-hours estimate. ``status``: done,
-running, queued, failed (and why) and missing runs of every plan under OUT. ``task`` and
-``summary`` are what the SLURM jobs run."""
+``DRY_RUN=1`` (or ``plan``) it only prints the plan in a few lines (``VERBOSE=1``: every run and,
+for DRY_RUN, each run's resolved config), a GPU-hours estimate and what train.py's checks say.
+``status``: done, settings differ, running, queued, interrupted, failed (and why) and missing runs of
+every plan under OUT. ``task`` and ``summary`` are what the SLURM jobs run."""
 import argparse
 import json
 import os
-import subprocess
+import os.path as osp
 import sys
 
 from ptnl.sweep import engines, slurm, status
-from ptnl.sweep.plan import finished, load_plan, make_plan, run_reports, save_plan
+from ptnl.sweep.plan import (PlanError, answer_text, check_plan, differences, discard_plan, finished, load_plan,
+                             make_plan, out_problem, plan_path, run_reports, save_plan, settings_state)
 
 ENGINES = ("local", "gpus", "slurm")
+SHORT_PLAN = 12  # a plan of at most this many runs is listed in full; a longer one in a few lines (VERBOSE=1: all)
 
 
-def print_plan(plan, path, engine):
+def verbose() -> bool:
+    return os.environ.get("VERBOSE", "0") not in ("0", "")
+
+
+def print_plan(plan, engine, answers, held, *, full=False):
+    """The plan in a few lines: the counts, the GPU-hours estimate, the finished runs whose settings
+    differ (with the keys), and the runs (all of them for a short plan or with ``full``)."""
     tag = plan.get("tag") or "main"
+    runs = plan["runs"]
+    state = {}
+    for i, r in enumerate(runs):
+        if finished(r):
+            state[i] = "done" if settings_state(answers.get(i, {"code": 0})) == "done" else "differ"
+        else:
+            state[i] = "held" if r["dir"] in held else "todo"
+    count = {k: sum(v == k for v in state.values()) for k in ("done", "differ", "held", "todo")}
+    differ = " {} with other settings (train.py stops on them),".format(count["differ"]) if count["differ"] else ""
+    print("[{}] plan {}: {} runs: {} done,{} {} queued or running, {} to run with ENGINE={}".format(
+        tag, plan["name"], len(runs), count["done"], differ, count["held"], count["todo"], engine))
+    print("[{}] {}".format(tag, slurm.estimate_line(plan, [r for i, r in enumerate(runs) if state[i] == "todo"])))
+    shown = list(range(len(runs))) if full or len(runs) <= SHORT_PLAN else \
+        [i for i in range(len(runs)) if state[i] == "differ"][:10] + \
+        [i for i in range(len(runs)) if state[i] == "todo"][:3]
+    for i in sorted(shown):
+        if state[i] == "differ":
+            print("  settings differ: {}: {}".format(runs[i]["dir"], differences(answers[i])))
+        else:
+            print("  {:4s} {}".format(state[i], runs[i]["dir"]))
+    if len(shown) < len(runs):
+        print("  ... {} more of the {} runs (VERBOSE=1 lists every run)".format(len(runs) - len(shown), len(runs)))
+    sys.stdout.flush()
+    return state
+
+
+def dry_run(plan, engine, only_plan):
+    """DRY_RUN=1 (or ``plan``): the plan, train.py's settings check of every finished run and, for
+    ``DRY_RUN``, train.py's checks of every run to run (one process; VERBOSE=1 prints each run's
+    resolved config). Nothing is written. Exit 3 when a finished run holds other settings (the real
+    command stops there), a failing check's code, else 0."""
+    tag = plan.get("tag") or "main"
+    why = out_problem(plan["out"])
+    if why:
+        print(why, file=sys.stderr)
+        return 2
     try:
         held = slurm.queued_runs(plan["out"]) if engine == "slurm" else {}
     except RuntimeError:
         held = {}
-    todo = [r for r in plan["runs"] if not finished(r) and r["dir"] not in held]
-    print("[{}] plan {}{}: {} runs: {} done, {} queued or running, {} to run with ENGINE={}".format(
-        tag, plan["name"], " ({})".format(path) if path else "", len(plan["runs"]), sum(finished(r) for r in plan["runs"]),
-        len(held.keys() & {r["dir"] for r in plan["runs"]}), len(todo), engine))
-    print("[{}] {}".format(tag, slurm.estimate_line(plan, todo)))
-    for r in plan["runs"]:
-        state = "done" if finished(r) else "held" if r["dir"] in held else "todo"
-        print("  {:4s} {}".format(state, r["dir"]))
+    answers = check_plan(plan, dry_todo=not only_plan)
+    if plan.get("tag"):
+        engines.header(plan)
+    state = print_plan(plan, engine, answers, held, full=verbose())
+    rc = 3 if "differ" in state.values() else 0
+    if engine == "slurm":
+        rc = slurm.submit(plan, None, dry=True, answers=answers) or rc
+    todo = [i for i in sorted(answers) if state[i] == "todo"]
+    for i in todo:
+        a = answers[i]
+        if verbose():
+            print("Config of {}:".format(plan["runs"][i]["dir"]))
+            print(a.get("stdout", "").rstrip())
+        if a["code"]:
+            print("[{}] train.py --dry-run stops on {} (exit {}):".format(tag, plan["runs"][i]["dir"], a["code"]),
+                  file=sys.stderr)
+            print(a.get("stderr", "").rstrip() or answer_text(a), file=sys.stderr)
+            return a["code"]
+    if todo and not verbose():
+        print("[{}] train.py --dry-run: checks passed for the {} run(s) to run (VERBOSE=1 prints each resolved "
+              "config)".format(tag, len(todo)))
     sys.stdout.flush()
+    return rc
 
 
 def cmd_run(a, only_plan=False):
@@ -44,28 +103,23 @@ def cmd_run(a, only_plan=False):
         return 2
     plan = make_plan(a.build_file, out=a.out, name=a.name, tag=a.tag, title=a.title, desc=a.desc,
                      nctx_label=a.nctx_label)
-    dry = only_plan or os.environ.get("DRY_RUN", "0") == "1"
-    path = None if dry else save_plan(plan)  # a dry run writes nothing
-    if dry:
-        if plan.get("tag"):
+    if only_plan or os.environ.get("DRY_RUN", "0") == "1":
+        return dry_run(plan, engine, only_plan)  # a dry run writes nothing
+    existed = osp.isfile(plan_path(plan))
+    path = save_plan(plan)
+    rc = None
+    try:
+        if engine == "local":
+            rc = engines.run_local(plan)
+        elif engine == "gpus":
+            rc = engines.run_gpus(plan, os.environ.get("GPUS", "").split())
+        else:
             engines.header(plan)
-        print_plan(plan, path, engine)
-        if engine == "slurm":
-            return slurm.submit(plan, path, dry=True)
-        if engine == "local" and not only_plan:  # main.sh's DRY_RUN: each run's resolved config
-            for r in plan["runs"]:
-                print("Config of {}:".format(r["dir"]), flush=True)
-                argv = r["argv"][:2] + ["--dry-run"] + r["argv"][2:]
-                rc = subprocess.call(argv)
-                if rc:
-                    return rc
-        return 0
-    if engine == "local":
-        return engines.run_local(plan)
-    if engine == "gpus":
-        return engines.run_gpus(plan, os.environ.get("GPUS", "").split())
-    engines.header(plan)
-    return slurm.submit(plan, path)
+            rc = slurm.submit(plan, path)
+    finally:
+        if rc != 0 and not existed:  # rejected before any run started: no plan left behind
+            discard_plan(plan)
+    return rc
 
 
 def main(argv=None):
@@ -88,6 +142,26 @@ def main(argv=None):
     s = sub.add_parser("summary", help="the closing table of a plan (the SLURM summary job)")
     s.add_argument("plan")
     a = p.parse_args(argv)
+    try:
+        return dispatch(a)
+    except PlanError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder that cannot be written, a file that cannot be read: one line
+        if os.environ.get("PTNL_DEBUG"):
+            raise
+        print("Error: {} (set PTNL_DEBUG=1 for the full traceback)".format(e), file=sys.stderr)
+        return 2
+    except slurm.SlurmError as e:  # squeue or sbatch refused (e.g. no SLURM configuration on this machine)
+        print(e, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted: the same command resumes the runs (python -m ptnl.sweep status OUT shows them)",
+              file=sys.stderr)
+        return 130
+
+
+def dispatch(a):
     if a.cmd in ("plan", "run"):
         return cmd_run(a, only_plan=a.cmd == "plan")
     if a.cmd == "status":

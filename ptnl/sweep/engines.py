@@ -6,14 +6,15 @@ SLURM array element executes)."""
 import os
 import os.path as osp
 import queue
+import subprocess
 import sys
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
 from ptnl.sweep import group
-from ptnl.sweep.plan import (Progress, check_finished, finished, hms, label, run_reports, start_line,
-                             sweep_dir)
+from ptnl.sweep.plan import (Progress, answer_text, call, check_plan, differences, finished, hms, label,
+                             run_reports, settings_state, start_line, stop_child, sweep_dir)
 
 
 def _say(*lines, err=False):
@@ -22,23 +23,26 @@ def _say(*lines, err=False):
 
 
 def check_finished_runs(plan: Dict) -> Optional[int]:
-    """train.py's settings check on each finished run of the plan, in order: "Done already,
-    skipping: DIR" for the same settings; for others its message and main.sh's "stopped at" line,
-    and the exit code to stop with (None when every finished run matches)."""
-    for r in plan["runs"]:
-        if not finished(r):
-            continue
-        rc, msg = check_finished(r)
-        if rc == 0:  # train.py exits 0 on a finished run only when it ran the same settings (stderr may hold
-            # a library's import warning, e.g. real Dassl's dependencies', before "Done already")
-            _say("Done already, skipping: {}".format(r["dir"]))
-            continue
-        if msg:
-            _say(msg, err=True)
-        if rc:
-            _say("main.sh: stopped at {} (train.py exit {})".format(r["dir"], rc), err=True)
-            return rc
-    return None
+    """train.py's settings check on the plan's finished runs (one process, ``plan.check_plan``):
+    "Done already, skipping: DIR" for each that ran the same settings; when any holds other
+    settings (or train.py rejects its command), the first one's message, one line for each other
+    and main.sh's "stopped at" line, and the exit code to stop with (None when every one matches)."""
+    answers = check_plan(plan)
+    bad = []
+    for i in sorted(answers):
+        if settings_state(answers[i]) == "done":
+            _say("Done already, skipping: {}".format(plan["runs"][i]["dir"]))
+        else:
+            bad.append(i)
+    if not bad:
+        return None
+    first = answers[bad[0]]
+    _say(answer_text(first), err=True)
+    for i in bad[1:]:
+        _say("  and {}: {}".format(plan["runs"][i]["dir"], differences(answers[i])), err=True)
+    code = first["code"] if isinstance(first["code"], int) and first["code"] else 1
+    _say("main.sh: stopped at {} (train.py exit {})".format(plan["runs"][bad[0]]["dir"], code), err=True)
+    return code
 
 
 def header(plan: Dict):
@@ -79,15 +83,12 @@ def run_local(plan: Dict) -> int:
     """Each run in order (finished ones first: train.py checks their settings), runs that share a
     data stream grouped into one process (``ptnl.sweep.group``; GROUP=0: one process a run); the
     first failure stops the plan (the same command resumes it); then the plan's table."""
-    import subprocess
     header(plan)
     prog, tag = Progress(plan), plan.get("tag")
     runs = plan["runs"]
-    for i, r in enumerate(runs):
-        if prog.finished[i]:
-            rc = check_finished_runs({"runs": [r]})
-            if rc:
-                return rc
+    rc = check_finished_runs(plan)
+    if rc:
+        return rc
     todo = [i for i in range(len(runs)) if not prog.finished[i]]
     for members, argv in units(plan, todo):
         i = members[0]
@@ -95,7 +96,7 @@ def run_local(plan: Dict) -> int:
             _say(*unit_lines(plan, prog, members))
         _say(*(start_line(runs[j]) for j in members))
         t0 = time.time()
-        rc = subprocess.call(argv)
+        rc = call(argv)
         for j in members:
             prog.record(j, (time.time() - t0) / len(members), finished(runs[j]))
         if rc:
@@ -103,7 +104,7 @@ def run_local(plan: Dict) -> int:
                 return rc
             left = [runs[j]["dir"] for j in members if not finished(runs[j])]
             _say("[{}] run {}/{} failed: {} ({}/{} done; the same command resumes)".format(
-                tag, i + 1, prog.total, ", ".join(left) or runs[i]["dir"], prog.done, prog.total), err=True)
+                tag, prog.number(i), prog.total, ", ".join(left) or runs[i]["dir"], prog.done, prog.total), err=True)
             return 1
     if tag:
         _say("[{}] {}/{} runs done, this session {}".format(tag, prog.done, prog.total, hms(time.time() - prog.start)))
@@ -123,8 +124,8 @@ def error_line(path: str) -> Optional[str]:
 def run_gpus(plan: Dict, gpus: List[str]) -> int:
     """The plan's unfinished runs on ``gpus``, one per GPU at a time, each with its own
     ``CUDA_VISIBLE_DEVICES`` and its output in ``<OUT>/.sweep/logs/<plan>-<i>.out``; a failure is
-    reported with its log's "Error:" line and the rest go on; exit 1 when any failed."""
-    import subprocess
+    reported with its log's "Error:" line and the rest go on; exit 1 when any failed. Ctrl-C starts
+    no new run and waits for the running ones to write their "Interrupted" line."""
     if not gpus:
         _say("ENGINE=gpus needs GPUS, the GPU indices to use (e.g. GPUS=\"0 1 2 3\")", err=True)
         return 2
@@ -139,10 +140,10 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
         todo.put(unit)
     logs = osp.join(sweep_dir(plan["out"]), "logs")
     os.makedirs(logs, exist_ok=True)
-    lock, failed = threading.Lock(), []
+    lock, failed, stop, procs = threading.Lock(), [], threading.Event(), {}
 
     def worker(gpu):
-        while True:
+        while not stop.is_set():
             try:
                 members, argv = todo.get_nowait()
             except queue.Empty:
@@ -155,8 +156,10 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
             with open(log, "w") as f:
                 f.write("\n".join(starts) + "\n")
                 f.flush()
-                code = subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT,
-                                       env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu)))
+                proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
+                                        env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu)))
+                procs[gpu] = proc
+                code = proc.wait()
             with lock:
                 for i in members:
                     r = plan["runs"][i]
@@ -166,16 +169,27 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
                         why = error_line(log) or "exit {}".format(code)
                         failed.append((i, r["dir"], why, log))
                         _say("[{}] run {}/{} failed on GPU {}: {}: {} (log {})".format(
-                            tag, i + 1, prog.total, gpu, r["dir"], why, log), err=True)
+                            tag, prog.number(i), prog.total, gpu, r["dir"], why, log), err=True)
                     else:
                         _say("[{}] run {}/{} done on GPU {} in {}: {}".format(
-                            tag, i + 1, prog.total, gpu, hms(time.time() - t0), r["dir"]))
+                            tag, prog.number(i), prog.total, gpu, hms(time.time() - t0), r["dir"]))
 
     threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in gpus]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:  # no new runs; the running ones end on the same Ctrl-C (or are stopped)
+        stop.set()
+        for p in list(procs.values()):
+            stop_child(p)
+        for t in threads:
+            t.join(5)
+        _say("[{}] interrupted: {}/{} runs done; the same command resumes the others".format(
+            tag, prog.done, prog.total), err=True)
+        raise
     _say("[{}] {}/{} runs done, {} failed, this session {}".format(
         tag, prog.done, prog.total, len(failed), hms(time.time() - prog.start)))
     rc = run_reports(plan)

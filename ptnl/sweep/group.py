@@ -4,10 +4,11 @@ groupable trainers whose command lines differ only in what each member optimises
 proposal read from the command lines; ``train.py --group`` applies the stated rule to the resolved
 configs (``ptnl.trainers.group``) and trains separately whatever does not share the stream.
 ``GROUP=0`` turns grouping off."""
-import json
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Tuple
+
+from ptnl.io import write_json_atomic
 
 # the trainers whose class says GROUPABLE (tests/test_group.py checks the two agree)
 GROUPABLE_TRAINERS = ("PTNL", "FullPromptTuning", "CLSTuning")
@@ -92,9 +93,5 @@ def group_argv(runs: List[Dict], members: List[int], path: str) -> List[str]:
     """Write the members' train.py arguments to ``path``; the command line that trains them."""
     prefix, _, _ = split_argv(runs[members[0]]["argv"])
     lists = [runs[i]["argv"][len(prefix):] for i in members]
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(lists, f, indent=1)
-    os.replace(tmp, path)
+    write_json_atomic(path, lists)
     return list(prefix) + ["--group", path]

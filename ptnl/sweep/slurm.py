@@ -13,13 +13,22 @@ import sys
 import time
 from typing import Dict, List, Tuple
 
-from ptnl.io import write_json_atomic
+from ptnl.io import atomic_write, write_json_atomic
 from ptnl.sweep.engines import units
-from ptnl.sweep.plan import finished, gpu_hours_estimate, run_reports, sweep_dir
+from ptnl.sweep.plan import check_plan, differences, finished, gpu_hours_estimate, run_reports, settings_state, sweep_dir
 
 # one line per array job: {"job", "plan", "dirs" (per task index: a run folder, or a group's list), "logs"}
 JOBS_FILE = "jobs.jsonl"
 DEFAULT_MAX_ARRAY_SIZE = 1001
+
+
+class SlurmError(RuntimeError):
+    """sbatch or squeue refused (no configuration, an invalid partition, ...): one line for the user."""
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
 
 
 def available() -> bool:
@@ -58,7 +67,7 @@ def squeue_tasks() -> Dict[Tuple[str, int], str]:
     proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"],
                           capture_output=True, text=True, timeout=120)
     if proc.returncode:
-        raise RuntimeError("squeue failed: {}".format(proc.stderr.strip()))
+        raise SlurmError("squeue failed (exit {}): {}".format(proc.returncode, _last_line(proc.stderr)))
     tasks = {}
     for ln in proc.stdout.splitlines():
         jt, _, state = ln.strip().partition("|")
@@ -99,20 +108,33 @@ def task_logs(out: str) -> Dict[str, str]:
 def _sbatch(cmd: List[str]) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode:
-        raise RuntimeError("{} failed: {}".format(" ".join(shlex.quote(c) for c in cmd), proc.stderr.strip()))
+        what = next((c for c in cmd if c.startswith(("--array=", "--dependency="))), "")
+        raise SlurmError("sbatch {}failed (exit {}): {}".format(what + " " if what else "", proc.returncode,
+                                                            _last_line(proc.stderr)))
     return proc.stdout.strip().split(";")[0]
 
 
-def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
-    """Submit the plan's runs that are neither finished nor held by SLURM; print what was done."""
+def submit(plan: Dict, plan_path: str, *, dry: bool = False, answers: Dict = None) -> int:
+    """Submit the plan's runs that are neither finished nor held by SLURM; print what was done.
+    A finished run whose stored settings differ (train.py's check, ``answers`` when given) stops the
+    submission (exit 3), as it stops the local engine."""
     tag, out = plan.get("tag") or "main", plan["out"]
     held = queued_runs(out)
     runs = plan["runs"]
+    answers = check_plan(plan) if answers is None else answers
+    differ = [i for i, r in enumerate(runs) if finished(r) and settings_state(answers.get(i, {"code": 0})) != "done"]
     todo_idx = [i for i, r in enumerate(runs) if not finished(r) and r["dir"] not in held]
     todo = [runs[i] for i in todo_idx]
-    done = sum(finished(r) for r in runs)
-    print("[{}] plan {}: {} runs: {} done, {} queued or running, {} to submit".format(
-        tag, plan["name"], len(runs), done, len(held.keys() & {r["dir"] for r in runs}), len(todo)), flush=True)
+    done = sum(finished(r) for r in runs) - len(differ)
+    print("[{}] plan {}: {} runs: {} done,{} {} queued or running, {} to submit".format(
+        tag, plan["name"], len(runs), done, " {} with other settings,".format(len(differ)) if differ else "",
+        len(held.keys() & {r["dir"] for r in runs}), len(todo)), flush=True)
+    if differ and not dry:
+        for i in differ:
+            print("[{}] settings differ: {}: {}".format(tag, runs[i]["dir"], differences(answers[i])), file=sys.stderr)
+        print("[{}] nothing submitted: these finished runs hold other settings (keep both with another OUT or "
+              "VARIANT; delete a run folder to replace it)".format(tag), file=sys.stderr, flush=True)
+        return 3
     args = shlex.split(os.environ.get("SBATCH_ARGS", ""))
     gres = [] if any(a.startswith("--gres") for a in args) else ["--gres=gpu:1"]
     size, par = max_array_size(), os.environ.get("MAX_PARALLEL", "").strip()
@@ -140,34 +162,45 @@ def submit(plan: Dict, plan_path: str, *, dry: bool = False) -> int:
             print("would submit: " + " ".join(shlex.quote(x) for x in c))
         return 0
     os.makedirs(logs, exist_ok=True)
-    os.makedirs(osp.dirname(sub_path), exist_ok=True)
     write_json_atomic(sub_path, {"plan": plan["name"], "cwd": plan["cwd"], "runs": todo,
                                  "tasks": [{"runs": members, "argv": argv} for members, argv in tasks]})
-    with open(script, "w") as f:
-        f.write("#!/bin/bash\n# A PTNL sweep task: run number $2 + SLURM_ARRAY_TASK_ID of the submission file $1\n"
-                "cd {}\nexec {} -m ptnl.sweep task \"$1\" $(( $2 + SLURM_ARRAY_TASK_ID ))\n".format(
-                    shlex.quote(plan["cwd"]), shlex.quote(sys.executable)))
+    text = ("#!/bin/bash\n# A PTNL sweep task: run number $2 + SLURM_ARRAY_TASK_ID of the submission file $1\n"
+            "cd {}\nexec {} -m ptnl.sweep task \"$1\" $(( $2 + SLURM_ARRAY_TASK_ID ))\n".format(
+                shlex.quote(plan["cwd"]), shlex.quote(sys.executable)))
+    atomic_write(script, lambda f: f.write(text))
     jobs = []
-    for (off, chunk), cmd in zip(chunks, array_cmds):
-        job = _sbatch(cmd)
-        jobs.append(job)
-        with open(osp.join(sweep_dir(out), JOBS_FILE), "a") as f:
-            dirs = [todo[m[0]]["dir"] if len(m) == 1 else [todo[j]["dir"] for j in m] for m, _ in chunk]
-            f.write(json.dumps({"job": job, "plan": plan["name"], "dirs": dirs,
-                                "logs": osp.join(logs, plan["name"] + "-%A_%a.out")}) + "\n")
-        if len(tasks) == len(todo):
-            what = "runs {}-{} of the {} to submit".format(off + 1, off + len(chunk), len(todo))
-        else:
-            what = "tasks {}-{} of {}, for {} of the {} runs to submit (runs that share a data stream are " \
-                   "one task)".format(off + 1, off + len(chunk), len(tasks), sum(len(m) for m, _ in chunk), len(todo))
-        print("[{}] submitted array job {} ({}): {}".format(tag, job, cmd[2], what), flush=True)
-    waits = sorted(set(jobs) | {jt.split("_")[0] for d, (_, jt) in held.items() if d in {r["dir"] for r in runs}})
-    summary_out = osp.join(sweep_dir(out), plan["name"] + ".summary.out")
-    wrap = "cd {} && exec {} -m ptnl.sweep summary {}".format(
-        shlex.quote(plan["cwd"]), shlex.quote(sys.executable), shlex.quote(plan_path))
-    summary = _sbatch(["sbatch", "--parsable", "--dependency=afterany:" + ":".join(waits),
-                       "--job-name=" + job_name + "-summary", "--output=" + summary_out]
-                      + [a for a in args if not a.startswith("--gres")] + ["--wrap", wrap])
+    try:
+        for (off, chunk), cmd in zip(chunks, array_cmds):
+            job = _sbatch(cmd)
+            jobs.append(job)
+            with open(osp.join(sweep_dir(out), JOBS_FILE), "a") as f:
+                dirs = [todo[m[0]]["dir"] if len(m) == 1 else [todo[j]["dir"] for j in m] for m, _ in chunk]
+                f.write(json.dumps({"job": job, "plan": plan["name"], "dirs": dirs,
+                                    "logs": osp.join(logs, plan["name"] + "-%A_%a.out")}) + "\n")
+            if len(tasks) == len(todo):
+                what = "runs {}-{} of the {} to submit".format(off + 1, off + len(chunk), len(todo))
+            else:
+                what = "tasks {}-{} of {}, for {} of the {} runs to submit (runs that share a data stream are " \
+                       "one task)".format(off + 1, off + len(chunk), len(tasks), sum(len(m) for m, _ in chunk),
+                                          len(todo))
+            print("[{}] submitted array job {} ({}): {}".format(tag, job, cmd[2], what), flush=True)
+        waits = sorted(set(jobs) | {jt.split("_")[0] for d, (_, jt) in held.items() if d in {r["dir"] for r in runs}})
+        summary_out = osp.join(sweep_dir(out), plan["name"] + ".summary.out")
+        wrap = "cd {} && exec {} -m ptnl.sweep summary {}".format(
+            shlex.quote(plan["cwd"]), shlex.quote(sys.executable), shlex.quote(plan_path))
+        summary = _sbatch(["sbatch", "--parsable", "--dependency=afterany:" + ":".join(waits),
+                           "--job-name=" + job_name + "-summary", "--output=" + summary_out]
+                          + [a for a in args if not a.startswith("--gres")] + ["--wrap", wrap])
+    except SlurmError as e:
+        if not jobs:  # nothing of this submission reached SLURM
+            try:
+                os.remove(sub_path)
+            except OSError:
+                pass
+        print("[{}] {}; {} (check SBATCH_ARGS and the cluster's sbatch configuration; the same command "
+              "submits what is left)".format(tag, e, "{} array job(s) submitted before it: {}".format(
+                  len(jobs), " ".join(jobs)) if jobs else "nothing submitted"), file=sys.stderr, flush=True)
+        return 1
     print("[{}] summary job {} (afterany:{}) writes the table to {}".format(tag, summary, ":".join(waits),
                                                                          summary_out))
     print("[{}] follow it: python -m ptnl.sweep status {}; the same command again resubmits what fails".format(

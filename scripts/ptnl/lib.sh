@@ -97,7 +97,8 @@ ptnl_run_dir() {
 # main.sh writes each run's train.py command line and folder (PTNL_PLAN_APPEND); the engine prints
 # "[TAG] N runs (D done already)", a "[TAG] run i/N [###...] d/N done, elapsed, ETA" line before each
 # unfinished run, main.sh's Running/Resuming/Retrying/Done already lines, then the table.
-# DRY_RUN=1 prints the plan and a GPU-hours estimate from the finished runs' wall_time_s. With
+# DRY_RUN=1 prints the plan in a few lines (VERBOSE=1: every run, each one's resolved config), a
+# GPU-hours estimate from the finished runs' wall_time_s and what train.py's checks say. With
 # ENGINE=local, runs that share a data stream (same dataset, shots, seed, noise, ...; other losses or
 # prompt trainers) train in one process (train.py --group, README "Grouped runs"); GROUP=0: one a run.
 
@@ -122,6 +123,7 @@ ptnl_json_array() {
 ptnl_plan_init() {
   PLAN_TAG=$1; shift; PLAN_ARGS=("$@"); PLAN_DESC=""; PLAN_NCTX=${PLAN_NCTX:-0}
   PLAN_BUILD=$(mktemp "${TMPDIR:-/tmp}/ptnl-plan.XXXXXX")
+  trap 'rm -f "${PLAN_BUILD}"' EXIT  # also after a Ctrl-C or a refused command
 }
 
 ptnl_plan_main() {  # DATASET BACKBONE RATE LOSS [KEY VALUE ...], settings from the environment

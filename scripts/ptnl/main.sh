@@ -8,13 +8,16 @@
 # Environment: DATA (dataset root, default ./data), SEEDS ("1 2 3"), SHOTS ("16"), NCTX (16),
 # CSC (False), CTP (end), NOISE_TYPE (sym), NOISE_MODE (swap), OUT (output), TRAINER (PTNL),
 # CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
-# SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print the plan, a GPU-hours
-# estimate and each run's resolved config; run nothing),
+# SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print the plan in a few lines, a GPU-hours
+# estimate and whether train.py's checks pass for each run; run nothing), VERBOSE (1: with DRY_RUN,
+# every run of the plan and each run's resolved config),
 # VARIANT (an extra folder level after the loss, for settings passed as trailing KEY VALUE pairs),
 # RELEASE (1: the released code's protocol: NOISE_MODE release, GCE q 0.5, SEEDS "1 2 3 4", test
 # logits saved for the seed ensemble; README "Label noise").
 # Relative OUT, DATA and CLIP_WEIGHTS paths are read from the folder you call it from.
-# Trailing KEY VALUE pairs go to train.py as config overrides. A finished run (results.json
+# Trailing KEY VALUE pairs go to train.py as config overrides, except what the folder name encodes
+# (DATASET.NOISE.RATE, DATASET.NUM_SHOTS, TRAINER.PTNL.LOSS, SEED, ...: main.sh refuses them and names
+# the argument or variable that sets each). A finished run (results.json
 # present) is skipped when it ran the same settings ("Done already, skipping"); when its settings
 # differ, main.sh stops and names the keys (keep both with another OUT or VARIANT). An interrupted
 # run resumes from its last checkpoint ("Resuming: DIR (from epoch E)"), a failed one without any
@@ -55,7 +58,7 @@ if [ -n "${CLIP_WEIGHTS:-}" ]; then EXTRA+=(MODEL.BACKBONE.NAME "$CLIP_WEIGHTS")
 # Each run is one line of a plan (its train.py command line and folder) that python -m ptnl.sweep
 # runs with ENGINE (lib.sh; PTNL_PLAN_APPEND: only add the lines to that file, for a grid script).
 BUILD=${PTNL_PLAN_APPEND:-}
-if [ -z "$BUILD" ]; then BUILD=$(mktemp "${TMPDIR:-/tmp}/ptnl-plan.XXXXXX"); fi
+if [ -z "$BUILD" ]; then BUILD=$(mktemp "${TMPDIR:-/tmp}/ptnl-plan.XXXXXX"); trap 'rm -f "$BUILD"' EXIT; fi
 RUN_DIRS=()
 for SHOT in ${SHOTS}; do
   for SEED in ${SEEDS}; do
@@ -68,9 +71,10 @@ for SHOT in ${SHOTS}; do
       DATASET.NOISE.RATE "${RATE}" DATASET.NOISE.TYPE "${NOISE_TYPE}" DATASET.NOISE.MODE "${NOISE_MODE}" \
       TRAINER.PTNL.LOSS "${LOSS}" TRAINER.PTNL.N_CTX "${NCTX}" TRAINER.PTNL.CSC "${CSC}" \
       TRAINER.PTNL.CLASS_TOKEN_POSITION "${CTP}" "${EXTRA[@]}" "${RELEASE_OPTS[@]}" "$@")
-    printf '{"run": {"dir": %s, "argv": %s, "trainer": "%s", "loss": "%s", "rate": "%s", "shots": "%s", "seed": "%s", "nctx": "%s"}}\n' \
-      "$(ptnl_json_str "$DIR")" "$(ptnl_json_array "${CMD[@]}")" "${TRAINER}" "${LOSS}" "${RATE}" "${SHOT}" "${SEED}" \
-      "${NCTX}" >> "$BUILD"
+    # opts: the trailing KEY VALUE options, which must not override what the folder name encodes
+    printf '{"run": {"dir": %s, "argv": %s, "opts": %s, "trainer": "%s", "loss": "%s", "rate": "%s", "shots": "%s", "seed": "%s", "nctx": "%s"}}\n' \
+      "$(ptnl_json_str "$DIR")" "$(ptnl_json_array "${CMD[@]}")" "$(ptnl_json_array "$@")" "${TRAINER}" "${LOSS}" \
+      "${RATE}" "${SHOT}" "${SEED}" "${NCTX}" >> "$BUILD"
   done
 done
 if [ -n "${PTNL_PLAN_APPEND:-}" ]; then exit 0; fi
