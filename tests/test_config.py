@@ -1,5 +1,7 @@
 """Numbers as people type them: an integer for a float key (``DATASET.NOISE.RATE 0``, ``LR: 1``)
 is accepted on the command line and in config files, under either engine's yacs config."""
+import json
+
 import pytest
 
 from conftest import run_py, train_args
@@ -42,5 +44,10 @@ def test_merge_file_accepts_ints_for_float_keys(tmp_path):
 def test_train_py_takes_rate_0_and_still_checks_the_range(world, tmp_path):
     ok = run_py(train_args(world["data"], world["clip"], str(tmp_path / "a"), rate=0, epochs=1), check=False)
     assert ok.returncode == 0, ok.stderr[-2000:]
+    # the run trained at rate 0: recorded as such, and no training sample carries a wrong label
+    res = json.load(open(tmp_path / "a" / "results.json"))
+    assert res["noise"]["rate"] == 0.0 and res["noise"]["realised_rate"] == 0.0
+    assert res["config"]["DATASET.NOISE.RATE"] == 0.0
+    assert (res["epochs"][0]["num_clean"], res["epochs"][0]["num_noisy"]) == (24, 0)
     bad = run_py(train_args(world["data"], world["clip"], str(tmp_path / "b"), rate=2), check=False)
     assert bad.returncode == 2 and "DATASET.NOISE.RATE" in bad.stderr

@@ -98,11 +98,16 @@ def test_read_only_dataset_folder_uses_user_cache(fresh_data, tmp_path, monkeypa
     real_access = os.access
     ddir = osp.join(fresh_data, "dtd")
     monkeypatch.setattr(os, "access", lambda p, m: False if str(p).startswith(ddir) else real_access(p, m))
-    build(fresh_data, seed=7)
+    first = build(fresh_data, seed=7)
     cached = [f for _, _, fs in os.walk(tmp_path / "cache") for f in fs]
     assert any(f.startswith("shot_4-seed_7") for f in cached)
     assert not any(f.startswith("shot_4-seed_7") for f in os.listdir(osp.join(ddir, "split_fewshot")))
-    build(fresh_data, seed=7)  # and reads it back
+    # and reads it back: the second build samples nothing (sampling would fail) and gets the same sets
+    monkeypatch.setattr(DTD, "generate_fewshot_dataset",
+                        lambda *a, **k: pytest.fail("sampled again instead of reading the user-cache file"))
+    again = build(fresh_data, seed=7)
+    assert [(d.impath, d.label) for d in again.train_x] == [(d.impath, d.label) for d in first.train_x]
+    assert [(d.impath, d.label) for d in again.val] == [(d.impath, d.label) for d in first.val]
 
 
 def test_missing_dataset_folder_names_folder_and_split(tmp_path):

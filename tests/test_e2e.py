@@ -213,9 +213,19 @@ def test_ablation_and_ctx_length_scripts(world, tmp_path):
     assert re.search(r"ClassifierR .* gce .*\(n=1\) .*\(n=1\)", table)
     assert re.search(r"CLSTuning .* gce .*\(n=1\) .*\(n=1\)", table)
     for trainer, setting in (("ClassifierR", "shots4"), ("CLSTuning", "shots4_nctx16_cscFalse_ctpend")):
+        accuracies = []
         for rate in ("0.0", "0.5"):
-            assert osp.isfile(osp.join(out, "dtd", trainer, "clip-vit", "sym-swap-" + rate, "gce",
-                                       setting, "seed1", "results.json"))
+            res = json.load(open(osp.join(out, "dtd", trainer, "clip-vit", "sym-swap-" + rate, "gce",
+                                          setting, "seed1", "results.json")))
+            # the run the folder names: trainer, rate, loss, shots, seed, and the script's one epoch
+            assert (res["trainer"], res["noise"]["rate"], res["loss"], res["num_shots"], res["seed"]) == \
+                (trainer, float(rate), "gce", 4, 1), res
+            assert len(res["epochs"]) == 1
+            accuracies.append("{:.2f}".format(res["accuracy"]))
+        # the table's cells are these runs' accuracies (one seed each)
+        row = next(ln for ln in table.splitlines()
+                   if ln.startswith("DescribableTextures") and re.search(r"\b{} .* gce ".format(trainer), ln))
+        assert re.findall(r"(\d+\.\d+) \(n=1\)", row) == accuracies, (row, accuracies)
     table = run_script("scripts/ptnl/ctx_length.sh", ["dtd", "rn50"], world, out, NCTXS="0 2", RATES="0.0 0.5")
     rows = [ln for ln in table.splitlines() if ln.startswith("DescribableTextures  PTNL")]
     assert len(rows) == 2 and re.search(r"\b0 +\d", rows[0]) and re.search(r"\b2 +\d", rows[1])

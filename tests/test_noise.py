@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from ptnl.noise import (NoiseError, apply_noise, check_protocol, flip_noise, noisy_count,
+from ptnl.noise import (NoiseError, check_protocol, flip_noise, noisy_count, noisy_items,
                         swap_noise, transition_matrix)
+
+
+def apply_noise(items, pool, rate, noise_type, mode, seed, num_classes, key, make_item, **options):
+    """The tests' positional spelling of ``noisy_items`` (its options are keyword-only)."""
+    return noisy_items(items, pool, rate=rate, noise_type=noise_type, mode=mode, seed=seed,
+                       num_classes=num_classes, key=key, make_item=make_item, **options)
+
 
 C, K, POOL_PER_CLASS = 5, 16, 30
 RATES = (0.0, 0.125, 0.25, 0.5, 0.75, 0.9375)
@@ -167,22 +174,27 @@ def test_swap_pool_too_small_via_apply_noise():
 
 
 def test_swap_pool_error_counts_are_consistent_when_one_class_is_short():
-    """Pair noise: slot class 1 needs 8 images of class 0, and the pool has none of class 0 (but
-    120 of other classes). The message must not claim "needs 40 ... has only 120": the count it
-    calls available must be smaller than the count it calls needed (or name the short class's
-    own need and supply).
-
-    LIBRARY BUG: swap_noise reports ``len(pool_labels)`` (every pool image, usable or not) as what
-    the pool "has", so the message reads "needs 40 replacement images ... has only 120"."""
+    """Pair noise: an image of class y is labelled y-1, so slot class 4 needs 8 images of class 0,
+    and the pool has none of class 0 (but 120 of other classes). The message names the class that
+    fell short with its own need and supply (it once claimed "needs 40 ... has only 120", counting
+    every pool image as usable)."""
     pool = np.repeat(np.arange(1, C), POOL_PER_CLASS)  # no image of class 0
     with pytest.raises(NoiseError) as info:
         swap_noise(LABELS, pool, 0.5, C, 1, "pair")
-    msg = str(info.value)
-    assert "DATASET.NOISE" in msg
-    m = re.search(r"needs (\d+) .*has only (\d+)", msg)
-    if m:  # a message in this form must not contradict itself
-        needed, has = int(m.group(1)), int(m.group(2))
-        assert has < needed, "self-contradictory error message: " + msg
+    assert str(info.value) == (
+        "Swap noise (pair) at rate 0.5 needs 40 replacement images in all, but the training split outside the "
+        "few-shot set (120 images) cannot supply them: class 4 needs 8 and got 0. Lower DATASET.NOISE.RATE or "
+        "DATASET.NUM_SHOTS, or use DATASET.NOISE.MODE flip.")
+
+
+def test_swap_pool_error_names_each_short_class_with_what_it_got():
+    """Two classes short, one partly: 3 images of class 0 (slot class 4 gets 3 of its 8), none of
+    class 2 (slot class 1 gets 0); the other classes are supplied and not named."""
+    pool = np.concatenate([np.repeat([1, 3, 4], POOL_PER_CLASS), np.zeros(3, dtype=int)])
+    with pytest.raises(NoiseError) as info:
+        swap_noise(LABELS, pool, 0.5, C, 1, "pair")
+    assert "(93 images) cannot supply them: class 1 needs 8 and got 0, class 4 needs 8 and got 3. Lower" in \
+        str(info.value)
 
 
 def test_swap_without_pool_raises():

@@ -2,7 +2,14 @@
 import numpy as np
 import pytest
 
-from ptnl.noise import NoiseError, apply_noise, flip_noise, noisy_count, swap_noise, top_wrong_class
+from ptnl.noise import NoiseError, flip_noise, noisy_count, noisy_items, swap_noise, top_wrong_class
+
+
+def apply_noise(items, pool, rate, noise_type, mode, seed, num_classes, key, make_item, **options):
+    """The tests' positional spelling of ``noisy_items`` (its options are keyword-only)."""
+    return noisy_items(items, pool, rate=rate, noise_type=noise_type, mode=mode, seed=seed,
+                       num_classes=num_classes, key=key, make_item=make_item, **options)
+
 
 C, K = 5, 8
 
@@ -54,6 +61,13 @@ def test_swap_confusion_fallback_takes_highest_scoring_image():
     for i in np.flatnonzero(out["fallback"]):
         c = labels[i]
         assert pool[out["source"][i]] != c
+    # Slots in (rank, class) order, one noisy per class: class 0 takes an image whose top wrong class
+    # is 0 (seed 0's queue order: image 2); class 1 falls back to the only unused image not of class 1
+    # (image 3); class 2 falls back to the unused class-1 image scoring highest for class 2 (image 1,
+    # score 2 against image 0's 1).
+    assert out["source"].tolist() == [2, -1, 3, -1, -1, 1]
+    assert out["fallback"].tolist() == [False, False, True, False, False, True]
+    assert out["true"].tolist() == [2, 0, 2, 1, 2, 1]
 
 
 def test_confusion_nested_across_rates():
@@ -126,7 +140,7 @@ def test_confusion_labels_match_direct_zero_shot_computation(mode, world, tmp_pa
     with torch.no_grad():
         text = model.encode_text(tokenize(["{} texture.".format(c) for c in ds.classnames]))
         text = text / text.norm(dim=-1, keepdim=True)
-    checked = 0
+    checked = agree = 0
     for s in rec["samples"]:
         if s["true_label"] == s["label"]:
             continue
@@ -134,10 +148,11 @@ def test_confusion_labels_match_direct_zero_shot_computation(mode, world, tmp_pa
             img = model.encode_image(tfm(Image.open(s["impath"]).convert("RGB"))[None])
         scores = (img / img.norm(dim=-1, keepdim=True) @ text.t())[0]
         scores[s["true_label"]] = -float("inf")
-        if rec["confusion_fallbacks"] == 0:
-            assert int(scores.argmax()) == s["label"], s
+        agree += int(scores.argmax()) == s["label"]
         checked += 1
     assert checked == 12
+    # every noisy label is the top wrong class, except swap's fallbacks (at most one label each)
+    assert agree >= 12 - rec["confusion_fallbacks"], (agree, rec["confusion_fallbacks"])
     from ptnl.io import cache
     kinds = [e["about"]["kind"] for e in cache.entries(str(tmp_path / "cache" / "features"))]
     # one entry holds the zero-shot logits; the others memoise the weights digest and the generator

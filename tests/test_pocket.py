@@ -35,7 +35,7 @@ def pocket(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pocket_model(pocket):
-    from ptnl.clip_backbone import load_clip
+    from ptnl.clip.weights import load_clip
     return load_clip(pocket["weights"])
 
 
@@ -55,7 +55,7 @@ def accuracy(image_feats, labels, text_feats):
 def text_features(model, texts, eot_from=None):
     """Text features through the prompt learners' text encoder, reading each prompt's feature at
     the end-of-text token of ``eot_from`` (default: of ``texts`` themselves)."""
-    from ptnl.clip_backbone import TextEncoder, tokenize
+    from ptnl.clip.text import TextEncoder, tokenize
     tokens = tokenize(texts)
     with torch.no_grad():
         return TextEncoder(model)(model.token_embedding(tokens), tokenize(eot_from or texts))
@@ -63,7 +63,7 @@ def text_features(model, texts, eot_from=None):
 
 # ----------------------------------------------------------------------------- the world itself
 def test_world_is_built_once_and_loads_by_name(pocket, monkeypatch):
-    from ptnl.clip_backbone import available_models, load_clip
+    from ptnl.clip.weights import available_models, load_clip
     from ptnl.pocket import build
     assert osp.getsize(pocket["weights"]) <= 25e6
     assert osp.isfile(osp.join(pocket["root"], "dtd", "split_zhou_DescribableTextures.json"))
@@ -77,13 +77,15 @@ def test_world_is_built_once_and_loads_by_name(pocket, monkeypatch):
 
 
 def test_zero_shot_accuracy_is_well_above_chance(pocket, pocket_model, test_set):
-    from ptnl.pocket import TEMPLATE
-    from ptnl.zeroshot import text_classifier
+    from ptnl.pocket import TEMPLATE, shipped
+    from ptnl.clip.features import text_classifier
     feats, labels, names = test_set
     acc = accuracy(feats, labels, text_classifier(pocket_model, names, [TEMPLATE]))
     chance = 1.0 / len(names)
     assert acc >= 3 * chance, (acc, chance)  # measured 38.89% (4.7x chance) under default, avx2 and avx512 alike
-    assert abs(100 * acc - pocket["zero_shot_accuracy"]) < 1e-6  # what the manifest says
+    # the shipped record (measured when the weights were made, on another machine): 38.89%, 140 of 360
+    # images; 0.5 points is less than 2 images, so a regression of the encoder or template shows here
+    assert abs(100 * acc - shipped()["zero_shot_accuracy"]) <= 0.5, (100 * acc, shipped()["zero_shot_accuracy"])
     # the prompt learners' truncated text encoder reads the same features
     assert accuracy(feats, labels, text_features(pocket_model, [TEMPLATE.format(n) for n in names])) == acc
 
@@ -110,7 +112,7 @@ def test_wrong_class_order_in_the_prompts_is_near_chance(pocket, pocket_model, t
     for the labels and another for the prompts)."""
     import random
     from ptnl.pocket import TEMPLATE
-    from ptnl.zeroshot import text_classifier
+    from ptnl.clip.features import text_classifier
     feats, labels, names = test_set
     chance = 1.0 / len(names)
     # measured: right 38.89%, shifted 7.50%, shuffled 8.89%, identical under every capability
@@ -146,7 +148,7 @@ def test_zeroshot_trainer_matches_and_prompt_tuning_beats_zero_shot(pocket, tmp_
 def test_confusion_noise_follows_what_the_model_confuses(pocket, pocket_model, tmp_path):
     from ptnl.noise import top_wrong_class
     from ptnl.pocket import TEMPLATE, image_features
-    from ptnl.zeroshot import text_classifier
+    from ptnl.clip.features import text_classifier
     out = str(tmp_path / "conf")
     shots, rate = 8, 0.5
     res = _train(pocket, out, shots=shots, rate=rate, epochs=1, extra=["DATASET.NOISE.TYPE", "confusion"])
@@ -166,9 +168,6 @@ def test_confusion_noise_follows_what_the_model_confuses(pocket, pocket_model, t
 
 
 def test_upl_pseudo_labels_are_better_than_chance_and_selection_helps(pocket, tmp_path):
-    from ptnl.trainers import TRAINERS
-    if "UPL" not in [t.__name__ for t in TRAINERS]:
-        pytest.skip("no UPL trainer")
     res = _train(pocket, str(tmp_path / "upl"), trainer="UPL", shots=8, epochs=1)
     upl = res["upl"]
     chance = 100.0 / len(pocket["classes"])
@@ -184,7 +183,8 @@ def test_dataset_and_weights_are_the_recorded_ones(pocket):
     record = shipped()
     assert images_digest(pocket["root"]) == record["images_sha256"]
     assert pocket["weights"] == SHIPPED_WEIGHTS and file_digest(SHIPPED_WEIGHTS) == record["weights_sha256"]
-    assert pocket["built_now"] in (True, False) and pocket["shipped_zero_shot_accuracy"] == record["zero_shot_accuracy"]
+    # what building (or reading) this world measured here, against the shipped measurement (<2 of 360 images)
+    assert abs(pocket["zero_shot_accuracy"] - record["zero_shot_accuracy"]) <= 0.5, pocket["zero_shot_accuracy"]
 
 
 def probe(cache):

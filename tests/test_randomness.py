@@ -40,7 +40,10 @@ def same_batches(a, b):
 
 def test_stream_seed_is_fixed_and_distinct():
     # numpy's SeedSequence is specified bit for bit: the same seeds on every machine and version
-    assert stream_seed(1, 0, 5) == stream_seed(1, 0, 5)
+    # pinned values (numpy 2.x, SeedSequence.generate_state(2, uint32) folded to 63 bits): a change of
+    # the derivation, or of the numpy it relies on, changes every run's data stream and must be seen
+    assert stream_seed(1, 0, 5) == 4741648778038483447
+    assert stream_seed(1, 0, 6) == 1713701956954669805 and stream_seed(2, 0, 5) == 5741131034664465354
     assert len({stream_seed(1, e, i) for e in range(3) for i in range(50)}) == 150
 
 
@@ -146,6 +149,7 @@ def test_bf16_trains_under_cpu_autocast_with_fp32_weights(world, tmp_path):
     updates stay fp32, and the run ends close to fp32's."""
     trainer = build(world, tmp_path / "bf16", ["TRAINER.PTNL.PREC", "bf16"])
     assert trainer.precision == "bf16" and trainer.model.prompt_learner.ctx.dtype == torch.float32
+    start = trainer.model.prompt_learner.ctx.detach().clone()
     seen = []
     step = trainer.compute_loss
 
@@ -157,8 +161,13 @@ def test_bf16_trains_under_cpu_autocast_with_fp32_weights(world, tmp_path):
     trainer.train()
     assert seen and all(on for on, _ in seen) and seen[0][1] == torch.bfloat16
     fp32 = build(world, tmp_path / "fp32", ["TRAINER.PTNL.PREC", "fp32"])
+    assert torch.equal(fp32.model.prompt_learner.ctx, start)  # same seed, same initial context
     fp32.train()
     assert fp32.precision == "fp32"
-    # measured: bf16 18.06 %, fp32 15.28 % (2 of 72 test images) with this near-chance random CLIP;
-    # bf16 keeps 8 bits of mantissa, so the bound is loose (the pocket world's figure is in the README)
-    assert abs(trainer.last_test["accuracy"] - fp32.last_test["accuracy"]) <= 10.0
+    # The learned context after the same 3 epochs (same batches): bf16's update of the context
+    # against fp32's. Measured: relative difference 0.021 (cosine 0.9998), update norms 1.122 and 1.123.
+    # The accuracies of this near-chance random CLIP (18.06 % and 15.28 %) would hide a 10-point gap.
+    bf16_update = trainer.model.prompt_learner.ctx.detach() - start
+    fp32_update = fp32.model.prompt_learner.ctx.detach() - start
+    assert fp32_update.norm() > 0.5
+    assert float((bf16_update - fp32_update).norm() / fp32_update.norm()) <= 0.1
