@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="ptnl",
-    version="0.1.0",
+    version="0.2.0",
     description="Noise-robust prompt tuning for CLIP: a plugin for the Dassl/CoOp toolbox",
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
@@ -28,6 +28,7 @@ setup(
         "pot",  # NLPrompt's Sinkhorn (ot.sinkhorn)
         "scipy",  # StanfordCars and OxfordFlowers read MATLAB annotation files
         "openai-clip",
+        "safetensors",  # python -m ptnl.export writes tuned prompts as safetensors (no pickle)
         "setuptools<81",  # openai-clip imports pkg_resources
     ],
     extras_require={

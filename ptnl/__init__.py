@@ -4,4 +4,4 @@ Importing ``ptnl`` registers nothing; ``ptnl.compat`` picks the engine (real Das
 built-in ``ptnl.engine``), ``ptnl.trainers.register_trainers()`` registers the trainers. The
 package's layers and what each may import are in CONTRIBUTING.md.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

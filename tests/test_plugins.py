@@ -3,7 +3,9 @@ module registered at run time (PTNL_PLUGINS), run end to end through train.py.""
 import json
 import os.path as osp
 
-from conftest import run_py, train_args
+from conftest import REPO, run_py, train_args
+
+PROBE = osp.join(REPO, "tests", "fixtures", "parity", "probe.py")
 
 LOSS_PLUGIN = '''
 """A loss with an option (TRAINER.PTNL.SCALED_CE_SCALE), registered where it is defined."""
@@ -79,10 +81,12 @@ def test_a_loss_a_noise_type_and_a_trainer_each_from_one_file(world, tmp_path):
         (tmp_path / (name + ".py")).write_text(text)
         files.append(str(tmp_path / (name + ".py")))
     env = {"PTNL_PLUGINS": ",".join(files)}
+    # the parity probe records every iteration's loss (tests/fixtures/parity/probe.py)
+    probed = dict(env, PTNL_PLUGINS=",".join(files + [PROBE]), PTNL_PARITY_PROBE=str(tmp_path / "flip.json"))
     out = str(tmp_path / "flip")
     proc = run_py(_args(world, out, "WeightedPTNL",
                         ["DATASET.NOISE.TYPE", "shift2", "DATASET.NOISE.MODE", "flip",
-                         "TRAINER.PTNL.SCALED_CE_SCALE", "2.0", "TRAINER.WEIGHTED.NOISY_WEIGHT", "0.1"]), env=env)
+                         "TRAINER.PTNL.SCALED_CE_SCALE", "2.0", "TRAINER.WEIGHTED.NOISY_WEIGHT", "0.1"]), env=probed)
     res = json.load(open(osp.join(out, "results.json")))
     assert res["trainer"] == "WeightedPTNL" and res["loss"] == "scaled_ce"
     assert res["noise"]["type"] == "shift2" and res["noise"]["mode"] == "flip"
@@ -93,6 +97,21 @@ def test_a_loss_a_noise_type_and_a_trainer_each_from_one_file(world, tmp_path):
     log = open(osp.join(out, "log.txt")).read()
     assert "Loss: scaled_ce" in log and "SCALED_CE_SCALE: 2.0" in log and "NOISY_WEIGHT: 0.1" in log
     assert "* accuracy:" in proc.stdout
+    assert res["config"]["TRAINER.PTNL.SCALED_CE_SCALE"] == 2.0
+    assert res["config"]["TRAINER.WEIGHTED.NOISY_WEIGHT"] == 0.1
+    # the options act: the same first batch with SCALED_CE_SCALE 1 gives exactly half the loss, and
+    # with NOISY_WEIGHT 1 (noisy samples weighted like clean ones) another loss
+    first = {}
+    for name, scale, weight in (("scale1", "1.0", "0.1"), ("weight1", "1.0", "1.0")):
+        run_py(_args(world, str(tmp_path / name), "WeightedPTNL",
+                     ["DATASET.NOISE.TYPE", "shift2", "DATASET.NOISE.MODE", "flip", "TRAINER.PTNL.SCALED_CE_SCALE",
+                      scale, "TRAINER.WEIGHTED.NOISY_WEIGHT", weight], epochs=1),
+               env=dict(probed, PTNL_PARITY_PROBE=str(tmp_path / (name + ".json"))))
+    for name in ("flip", "scale1", "weight1"):
+        first[name] = json.load(open(tmp_path / (name + ".json")))["losses"][0]
+        assert first[name][:2] == [1, 1], first[name]
+    assert first["flip"][2] == 2 * first["scale1"][2]
+    assert abs(first["weight1"][2] - first["scale1"][2]) > 1e-4 * first["scale1"][2], first
 
     # the swap protocol with the new type: class c holds images of class c - 2
     out = str(tmp_path / "swap")
@@ -108,29 +127,25 @@ def test_a_loss_a_noise_type_and_a_trainer_each_from_one_file(world, tmp_path):
         in bad.stderr
 
 
-def test_old_import_paths_warn_and_still_work():
-    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
-            "import importlib\n"
+def test_old_import_paths_are_gone():
+    """0.2.0 removed the deprecated re-exports: no module under ptnl/ only re-exports another."""
+    code = ("import importlib\n"
             "for m in ['ptnl.results', 'ptnl.clip_backbone', 'ptnl.dataset_base', 'ptnl.zeroshot', 'ptnl.cache',\n"
             "          'ptnl.prompts', 'ptnl.models', 'ptnl.templates', 'ptnl.fastdata', 'ptnl.synthetic',\n"
-            "          'ptnl.ensemble', 'ptnl.trainer_base', 'ptnl.trainers.clip_heads']:\n"
+            "          'ptnl.ensemble', 'ptnl.trainer_base', 'ptnl.trainers.clip_heads', 'ptnl._deprecated']:\n"
             "    try:\n"
             "        importlib.import_module(m)\n"
-            "    except DeprecationWarning as e:\n"
-            "        print('warned', m)\n"
-            "warnings.simplefilter('ignore')\n"
-            "from ptnl.results import find_runs, main, RESULTS_FILE\n"
-            "from ptnl.clip_backbone import load_clip, available_models, TextEncoder\n"
-            "from ptnl.noise import apply_noise\n"
-            "from ptnl.trainers import TRAINERS, register_trainers\n"
-            "from ptnl.config import extend_cfg\n"
+            "        print('still there', m)\n"
+            "    except ModuleNotFoundError:\n"
+            "        pass\n"
+            "import ptnl.trainers, ptnl.noise\n"
+            "print(hasattr(ptnl.trainers, 'TRAINERS'), hasattr(ptnl.noise, 'apply_noise'))\n"
+            "from ptnl.clip import available_models\n"
             "import trainers.ptnl\n"
-            "assert 'pocket' in available_models()\n"
-            "assert 'UPL' in [t.__name__ for t in TRAINERS]\n"
+            "assert 'UPL' in ptnl.trainers.available_trainers()\n"
             "print('ok')\n")
     proc = run_py(["-c", code])
-    assert proc.stdout.count("warned") == 13 and proc.stdout.strip().endswith("ok"), proc.stdout
-
+    assert proc.stdout.splitlines() == ["False False", "ok"], proc.stdout
 
 def test_register_trainers_in_a_coop_fork_keeps_the_forks_names():
     """CoOp registers ZeroshotCLIP (trainers/zsclip.py), UPL's release UPLTrainer: a fork that

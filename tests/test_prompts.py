@@ -1,4 +1,4 @@
-"""ptnl.prompts (CoOp prompt learner) and ptnl.clip_backbone.TextEncoder, on small real-class CLIPs
+"""ptnl.clip.prompts (CoOp prompt learner) and ptnl.clip.text.TextEncoder, on small real-class CLIPs
 saved to a file and loaded through the users' loader."""
 import copy
 

@@ -7,7 +7,7 @@ registered trainer into the engine's ``TRAINER_REGISTRY`` (what ``trainers/ptnl.
 import, and a CoOp fork calls). Importing this package registers nothing in the engine.
 """
 import warnings
-from typing import Callable, List
+from typing import List
 
 from ptnl.trainers.base import PTNLTrainerBase  # noqa: F401
 from ptnl.trainers.registry import TRAINER_CLASSES, available_trainers, register_trainer  # noqa: F401
@@ -54,9 +54,3 @@ def register_trainers(registry=None) -> List[str]:
     return names
 
 
-def __getattr__(name: str) -> Callable:
-    if name == "TRAINERS":
-        warnings.warn("ptnl.trainers.TRAINERS is deprecated and will be removed in the next release; use "
-                      "ptnl.trainers.available_trainers() / TRAINER_CLASSES", DeprecationWarning, stacklevel=2)
-        return list(TRAINER_CLASSES.values())
-    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
