@@ -94,7 +94,8 @@ def setup_cfg(args):
         if args.eval_only and args.model_dir:
             notes += cli.use_trained_settings(cfg, args.model_dir, given, default_settings())
         notes += cli.use_backbone_size(cfg, given if not (args.eval_only and args.model_dir) else
-                                       dict(given, **{"INPUT.SIZE": "the trained run"}))
+                                       dict(given, **{"INPUT.SIZE": "the trained run"}),
+                                       need_weights=not getattr(args, "dry_run", False))
     elif args.eval_only and args.model_dir and trainer is not None:
         notes += cli.use_trained_settings(cfg, args.model_dir, given, default_settings())
     args._notes = notes

@@ -12,8 +12,23 @@ import os
 
 from ptnl.engine.optim import build_lr_scheduler  # noqa: F401  (always ours, see above)
 from ptnl.engine.trainer import CheckpointIO  # noqa: F401
-from ptnl.engine.utils import CheckpointError, load_checkpoint, progress, read_image  # noqa: F401
+from ptnl.engine.utils import CheckpointError, load_checkpoint, progress  # noqa: F401
 from ptnl.engine.utils import load_pretrained_weights  # noqa: F401  (ours: weights_only=True, as load_checkpoint)
+from ptnl.engine.utils import read_image as _read_image
+from ptnl.errors import PTNLError
+
+
+class UnreadableImageError(PTNLError, OSError):
+    """A dataset image that is missing or cannot be decoded (the message names the file)."""
+
+
+def read_image(path):
+    """The image at ``path`` as RGB (the engine's reader); a missing or undecodable file is a user
+    error naming it, not a traceback."""
+    try:
+        return _read_image(path)
+    except OSError as e:
+        raise UnreadableImageError(str(e)) from e
 
 _choice = os.environ.get("PTNL_ENGINE", "auto").strip().lower() or "auto"
 if _choice not in ("auto", "dassl", "builtin"):

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 from ptnl import compat
 from ptnl.clip.preprocess import CLIP_INPUT, check_input_size, input_resolution
-from ptnl.clip.weights import same_weights
+from ptnl.clip.weights import PRETRAINED, downloads_off, resolve_weights, same_weights
 from ptnl.errors import ConfigError, MissingFileError, PTNLError
 from ptnl.runs.files import RESULTS_FILE, newest_checkpoint
 from ptnl.runs.identity import IMPLIED_WHEN_ABSENT, flat_config
@@ -199,15 +199,19 @@ def use_clip_input(cfg, given: Dict[str, str]) -> List[str]:
         ", ".join("INPUT.{} {}".format(k, cfg.INPUT[k]) for k in changed))] if changed else []
 
 
-def use_backbone_size(cfg, given: Dict[str, str]) -> List[str]:
+def use_backbone_size(cfg, given: Dict[str, str], need_weights: bool = True) -> List[str]:
     """INPUT.SIZE from the backbone (``input_resolution``: OpenAI names by name, local names and files
     by their weights) unless the command line sets it, which must then match. Also the backbone
-    check: an unknown name or a missing file stops here. Returns a note when the size changed."""
+    check: an unknown name or a missing file stops here, and (``need_weights``: a run, not a dry
+    run) an OpenAI name whose weights are absent while downloads are off, before any size mismatch.
+    Returns a note when the size changed."""
     name = cfg.MODEL.BACKBONE.NAME
     if not name:
         raise ConfigError("Missing MODEL.BACKBONE.NAME: a CLIP name (RN50, ViT-B/32, ...), pocket or a weights file; "
                           "--config-file configs/trainers/{}/rn50.yaml sets RN50. Example: {}".format(
                               cfg.TRAINER.NAME, EXAMPLE))
+    if need_weights and name in PRETRAINED and downloads_off():
+        resolve_weights(name)  # offline and not cached: the first thing to fix
     res = input_resolution(name)
     if "INPUT.SIZE" in given:
         check_input_size(cfg.INPUT.SIZE, res, name)
