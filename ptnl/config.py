@@ -180,7 +180,7 @@ def _int(x):
 
 
 def _one_of(*choices):
-    return _rule(lambda v: v in choices, "one of {}".format(", ".join(map(str, choices))))
+    return _rule(lambda v: v in choices, "one of {}".format(tuple(choices)))  # "one of ('a', 'b')"
 
 
 def _int_at_least(low):
