@@ -56,13 +56,13 @@ def expected(dataset, noise_type, rate):
 
 
 def resolved(args):
-    """train.py's config for ``args`` (its own setup_cfg, nothing built)."""
+    """train.py's config for ``args`` (its own setup_cfg, nothing built; a dry run, so no weights are needed)."""
     sys.path.insert(0, REPO)
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
         import train
-        return train.setup_cfg(train.build_parser().parse_args(args))
+        return train.setup_cfg(train.build_parser().parse_args(["--dry-run"] + list(args)))
     finally:
         os.chdir(cwd)
 
