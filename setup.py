@@ -32,7 +32,7 @@ setup(
         "setuptools<81",  # openai-clip imports pkg_resources
     ],
     extras_require={
-        "test": ["pytest", "matplotlib"],  # matplotlib: the tests of ``python -m ptnl.report --plot / --figure``
+        "test": ["pytest", "pytest-xdist", "matplotlib"],  # xdist: CI runs the suite on every core; matplotlib: the tests of ``python -m ptnl.report --plot / --figure``
         "plot": ["matplotlib"],  # python -m ptnl.report --plot / --figure / --report, scripts/ptnl/sweep.sh
         "tensorboard": ["tensorboard"],
     },

@@ -16,6 +16,8 @@ if REPO not in sys.path:
 import tempfile
 
 os.environ.setdefault("PTNL_OFFLINE", "1")  # nothing downloads in tests
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one thread per worker (and its scripts), not N x cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # caches of this test session (and of the scripts it runs) stay out of the user's cache folder
 os.environ["PTNL_CACHE_DIR"] = tempfile.mkdtemp(prefix="ptnl-test-cache-")
 atexit.register(shutil.rmtree, os.environ["PTNL_CACHE_DIR"], True)
@@ -120,3 +122,12 @@ def slurm(tmp_path_factory):
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (CI): a module's tests stay in one worker (their
+    module fixtures and order), and every test of the session's SLURM cluster shares one worker."""
+    for item in items:
+        group = "slurm" if "slurm" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

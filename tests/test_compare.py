@@ -33,6 +33,30 @@ def test_compare_sh_end_to_end(world, tmp_path):
     pixels = matplotlib.image.imread(png)
     colours = {tuple(p) for p in pixels.reshape(-1, pixels.shape[2])[::97]}
     assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100 and len(colours) > 5, (pixels.shape, len(colours))
+    # what the figure plots: each method's line goes through its runs' accuracies, rate by rate. One
+    # epoch on random weights gives every method the same accuracy at both rates, so each run is
+    # given its own accuracy first and the figure is drawn again from the run folders
+    import json
+    from ptnl.report.aggregate import aggregate
+    from ptnl.report.ensemble import add_ensembles
+    from ptnl.report.figures import build_figure
+    from ptnl.runs.read import find_runs, load_run
+    accs = {}
+    for n, d in enumerate(sorted(d for d, _, f in os.walk(out) if "results.json" in f)):
+        path = osp.join(d, "results.json")
+        res = dict(json.load(open(path)), accuracy=10.0 * (n + 1) + 0.25)  # one seed: one run a method and rate
+        accs.setdefault(res["trainer"], {})[res["noise"]["rate"]] = res["accuracy"]
+        json.dump(res, open(path, "w"))
+    assert len({a for m in accs.values() for a in m.values()}) == 6, accs
+    done, _ = find_runs([out])
+    records = [load_run(d) for d in done]
+    fig, described = build_figure("noise", records, add_ensembles(aggregate(records, [], ddof=0)))
+    drawn = {ln.get_label(): (tuple(float(x) for x in ln.get_xdata()), tuple(round(float(y), 4) for y in ln.get_ydata()))
+             for ax in fig.axes for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert len(drawn) == 3, drawn
+    for label, (xs, ys) in drawn.items():
+        trainer = next(t for t in accs if label.startswith(t))
+        assert xs == (0.0, 0.5) and ys == (accs[trainer][0.0], accs[trainer][0.5]), (label, drawn, accs)
     # the same noisy few-shot set for every method
     noise = {}
     for d, _, f in os.walk(out):

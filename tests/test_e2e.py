@@ -226,6 +226,20 @@ def test_ablation_and_ctx_length_scripts(world, tmp_path):
         row = next(ln for ln in table.splitlines()
                    if ln.startswith("DescribableTextures") and re.search(r"\b{} .* gce ".format(trainer), ln))
         assert re.findall(r"(\d+\.\d+) \(n=1\)", row) == accuracies, (row, accuracies)
+    # one epoch on random weights often gives the same accuracy at every rate, which would hide a
+    # table that puts a run under the wrong rate: give each run its own accuracy and read it back
+    marks = {}
+    for i, (trainer, setting) in enumerate((("ClassifierR", "shots4"), ("CLSTuning", "shots4_nctx16_cscFalse_ctpend"))):
+        for j, rate in enumerate(("0.0", "0.5")):
+            path = osp.join(out, "dtd", trainer, "clip-vit", "sym-swap-" + rate, "gce", setting, "seed1", "results.json")
+            res = json.load(open(path))
+            res["accuracy"] = marks.setdefault((trainer, rate), 10.0 + 20 * i + 10 * j + 0.25)
+            json.dump(res, open(path, "w"))
+    pivot = run_py(["-m", "ptnl.report", "--pivot", osp.join(out, "dtd")]).stdout
+    for trainer in ("ClassifierR", "CLSTuning"):
+        row = next(ln for ln in pivot.splitlines() if re.search(r"\b{} .* gce ".format(trainer), ln))
+        assert re.findall(r"(\d+\.\d+) \(n=1\)", row) == \
+            ["{:.2f}".format(marks[trainer, rate]) for rate in ("0.0", "0.5")], (row, marks)
     table = run_script("scripts/ptnl/ctx_length.sh", ["dtd", "rn50"], world, out, NCTXS="0 2", RATES="0.0 0.5")
     rows = [ln for ln in table.splitlines() if ln.startswith("DescribableTextures  PTNL")]
     assert len(rows) == 2 and re.search(r"\b0 +\d", rows[0]) and re.search(r"\b2 +\d", rows[1])

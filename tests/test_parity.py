@@ -22,11 +22,13 @@ _spec = importlib.util.spec_from_file_location("parity_record", osp.join(FIXTURE
 record = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(record)
 
-# Float values (losses, tensor checksums) are compared to 1e-5 relative: the fixtures were recorded
-# on one CPU, and another machine's kernels (ATEN_CPU_CAPABILITY) may round float32 sums in a
-# different order. Everything discrete (samples, picks, epochs, iterations, lr, accuracy) is exact.
-# Measured on the recording machine: the built-in engine reproduces every record bit for bit.
-REL = 1e-5
+# Float values (losses, tensor checksums) are compared to 1e-4 relative: the fixtures were recorded
+# on one CPU with two threads, and another machine's kernels (ATEN_CPU_CAPABILITY) or thread count
+# round float32 sums in a different order. Measured: with two threads the built-in engine reproduces
+# every record bit for bit; with one thread (OMP_NUM_THREADS=1, as under pytest -n) ImageNetFT's
+# layer1.0.conv1 weight sum moves by 1.3e-5 relative, the largest drift seen. Everything discrete
+# (samples, picks, epochs, iterations, lr, accuracy) is compared exactly.
+REL = 1e-4
 
 
 def fixture(trainer):

@@ -228,3 +228,7 @@ def test_zero_shot_pseudo_labels_are_cached(world, monkeypatch, tmp_path):
     monkeypatch.setattr(model, "encode_image", lambda x: pytest.fail("encoded again instead of reading the cache"))
     again = zeroshot_logits(model, paths, names, ["{} texture."], tfm, "DescribableTextures")
     assert first.shape == (12, 6) and torch.equal(first, again)
+    # read back by image: another order and a subset get each image's own row
+    some = list(reversed(paths[:8]))
+    part = zeroshot_logits(model, some, names, ["{} texture."], tfm, "DescribableTextures")
+    assert torch.equal(part, first[list(range(7, -1, -1))])
