@@ -1,6 +1,6 @@
 """A throwaway single-node SLURM for the tests: munged, slurmctld and slurmd under one folder, the
 node advertising two GPUs (gres.conf over symlinks to /dev/null and /dev/zero), no systemd,
-stopped by the PIDs it started (facts: ../shared/reference/SLURM_NOTES.md)."""
+stopped by the PIDs it started (slurm.conf(5), gres.conf(5))."""
 import os
 import os.path as osp
 import shutil

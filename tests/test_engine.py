@@ -1,5 +1,5 @@
 """The engine in use (built-in, or real Dassl when PTNL_ENGINE=dassl) behaves as
-DASSL_SUBSET.md states: few-shot picks, learning rates, config, registry, checkpoints."""
+docs/engines.md states: few-shot picks, learning rates, config, registry, checkpoints."""
 import math
 import os.path as osp
 import random

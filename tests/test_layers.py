@@ -22,13 +22,14 @@ ALLOWED = {
     "noise": {"clip", "compat", "io", "registry", "engine"},
     "data": {"noise", "clip", "compat", "config", "io", "registry", "engine"},
     "runs": {"io"},
-    "report": {"runs", "io"},
+    "report": {"runs", "io", "registry"},
     "sweep": {"runs", "io"},
     "pocket": {"data", "clip", "io", "registry", "compat", "engine"},
     "plugins": {"pocket"},
     "trainers": {"plugins", "data", "noise", "clip", "losses", "runs", "pseudo", "selection", "compat", "config",
                  "io", "registry", "engine"},
 }
+ALLOWED["report"].add("plugins")  # python -m ptnl.report loads PTNL_PLUGINS (figure kinds), only when set
 ALLOWED["noise"].add("runs")  # python -m ptnl.noise export reads a run folder's noise.json / results.json
 # the tools that read finished runs (python -m ptnl.export, python -m ptnl.interpret): above the trainers
 ALLOWED["export"] = ALLOWED["trainers"] | {"trainers"}

@@ -1,4 +1,4 @@
-"""ptnl.losses: CE / GCE / MAE on logits, always in fp32 (DESIGN "Losses")."""
+"""ptnl.losses: CE / GCE / MAE on logits, always in fp32 (docs/methods.md)."""
 import math
 
 import pytest

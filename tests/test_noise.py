@@ -1,4 +1,4 @@
-"""ptnl.noise: the swap (PTNL / JoAPR) and flip (NLPrompt) protocols, DESIGN "Label noise"."""
+"""ptnl.noise: the swap (PTNL / JoAPR) and flip (NLPrompt) protocols, docs/noise.md."""
 import random
 import re
 from collections import Counter
@@ -425,7 +425,7 @@ def test_apply_noise_swap(noise_type, rate):
 
 
 def test_apply_noise_swap_with_full_training_split_never_reuses_fewshot_images():
-    """DESIGN step 3 says the dataset base calls ptnl.noise with the few-shot set and the full
+    """The dataset base calls ptnl.noise with the few-shot set and the full
     training split. apply_noise draws replacements from whatever ``pool`` it is given, so a pool
     that still contains S yields duplicated images (dataset_base filters S out itself, so the
     current caller is safe; this documents the API hazard)."""

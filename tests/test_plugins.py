@@ -173,3 +173,41 @@ def test_register_trainers_in_a_coop_fork_keeps_the_forks_names():
         warnings.simplefilter("always")
         assert register_trainers(registry) == names
     assert len(registry.registered_names()) == len(fork) + len(names)
+
+
+FIGURE_PLUGIN = '''
+from ptnl.report.figures import register_figure
+
+
+@register_figure("mean-bars", needs=lambda records, rows: len(rows) >= 2,
+                 missing="mean-bars needs two or more settings: run a second loss or rate")
+def mean_bars(records, rows, **options):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    means = [row["mean"] for row in rows]
+    ax.bar(range(len(means)), means)
+    return fig, "bars at " + " ".join("{:.2f}".format(m) for m in sorted(means))
+'''
+
+
+def test_a_figure_kind_from_one_file(tmp_path):
+    """A figure kind registered in a plugin file is a --figure choice of python -m ptnl.report: it is
+    drawn from the runs' means, and refused with its own one-line message when its runs are missing."""
+    import pytest
+    pytest.importorskip("matplotlib")
+    from test_report_flags import write_run
+    plugin = tmp_path / "my_figure.py"
+    plugin.write_text(FIGURE_PLUGIN)
+    env = {"PTNL_PLUGINS": str(plugin)}
+    for seed, acc in ((1, 40.0), (2, 42.0)):
+        write_run(tmp_path / "one", seed, acc)
+    proc = run_py(["-m", "ptnl.report", str(tmp_path / "one"), "--figure", "mean-bars", "--out",
+                   str(tmp_path / "a.png")], env=env, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == \
+        "mean-bars needs two or more settings: run a second loss or rate" and not (tmp_path / "a.png").exists()
+    write_run(tmp_path / "one", 1, 60.0, loss="gce")
+    proc = run_py(["-m", "ptnl.report", str(tmp_path / "one"), "--figure", "mean-bars", "--out",
+                   str(tmp_path / "b.png")], env=env)
+    assert "bars at 41.00 60.00" in proc.stdout + proc.stderr and (tmp_path / "b.png").stat().st_size > 0
+    unknown = run_py(["-m", "ptnl.report", str(tmp_path / "one"), "--figure", "mean-bars"], check=False)
+    assert unknown.returncode == 2 and "invalid choice: 'mean-bars'" in unknown.stderr  # without the plugin

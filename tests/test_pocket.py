@@ -299,3 +299,21 @@ def test_build_is_atomic_and_reused(tmp_path, monkeypatch):
     assert world["folder"] == pocket.world_dir(str(tmp_path)) and osp.isfile(world["weights"])
     assert [n for n in os.listdir(parent) if n.startswith(".build-")] == []
     assert pocket.build(str(tmp_path))["folder"] == world["folder"] and len(calls) == 2
+
+
+def test_ship_world_replaces_the_package_files_whole(tmp_path, monkeypatch):
+    """Shipping (maintainers) writes the weights and the record through a temporary file and a
+    rename: the record is the given one less the comparison field, ends with a newline, and no
+    temporary file is left beside them."""
+    import ptnl.pocket as pocket_module
+    weights = tmp_path / "new.pt"
+    weights.write_bytes(b"weights-bytes")
+    target = tmp_path / "package"
+    target.mkdir()
+    monkeypatch.setattr(pocket_module, "SHIPPED_WEIGHTS", str(target / "pocket.pt"))
+    monkeypatch.setattr(pocket_module, "SHIPPED_RECORD", str(target / "pocket.json"))
+    pocket_module.ship_world(str(weights), {"version": 9, "shipped_zero_shot_accuracy": 1.0})
+    assert (target / "pocket.pt").read_bytes() == b"weights-bytes"
+    text = (target / "pocket.json").read_text()
+    assert json.loads(text) == {"version": 9} and text.endswith("\n")
+    assert sorted(os.listdir(target)) == ["pocket.json", "pocket.pt"]

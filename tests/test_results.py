@@ -312,8 +312,8 @@ def test_plot_without_noise_rates_fails_clearly(tmp_path, capsys):
     write_log(str(tmp_path / "x"), coop_log("Finish training", "40.0", config=False))
     rc, out, err = cli([tmp_path, "--plot", tmp_path / "p.png"], capsys)
     # --plot is --figure noise: the same one line naming what to run
-    from ptnl.report.figures import FIGURES
-    assert rc == 2 and err.strip().splitlines() == [FIGURES["noise"][0]] and not (tmp_path / "p.png").exists()
+    from ptnl.report.figures import missing_message
+    assert rc == 2 and err.strip().splitlines() == [missing_message("noise")] and not (tmp_path / "p.png").exists()
 
 
 # ----------------------------------------------------------------------------- sweep.sh end to end

@@ -130,7 +130,7 @@ def noisy_items(items: Sequence, pool: Optional[Sequence], *, rate: float, noise
         items: the few-shot set S.
         pool: the images swap may draw from (the full training split; items of S are left out
             here), None when the dataset has none.
-        rate, noise_type, mode, seed: the protocol (DESIGN "Label noise").
+        rate, noise_type, mode, seed: the protocol (docs/noise.md).
         num_classes: C. key: the dataset's name (seeds the protocol's generator).
         make_item: ``make_item(impath, label, classname)`` builds a Datum.
         classnames: label -> class name, for relabelled items.

@@ -1,4 +1,4 @@
-"""Label-noise protocols as pure functions over label arrays (DESIGN "Label noise").
+"""Label-noise protocols as pure functions over label arrays (docs/noise.md).
 
 Given the few-shot set S (labels ``y``) and a rate r:
 - ``swap`` (PTNL / JoAPR): class c keeps exactly n_c items labelled c, of which
@@ -9,8 +9,10 @@ Given the few-shot set S (labels ``y``) and a rate r:
   from the training split's first halves and wrong images from the second halves, with the
   release's generators (it is exempt from the generator and nesting rules below).
 Noise types (``ptnl.noise.types``, a registry) give the wrong label of an image of true class y:
-- ``sym``: uniform over the other classes; ``pair``: (y + 1) mod C; ``confusion``: the wrong class
-  that zero-shot CLIP scores highest for that image (scores passed in by the caller).
+- ``sym``: uniform over the other classes; ``pair``: each protocol's own direction, (y - 1) mod C
+  under swap (JoAPR's pairflip) and (y + 1) mod C under flip (NLPrompt's asym); ``pair_next`` /
+  ``pair_prev``: (y + 1) / (y - 1) under both; ``confusion``: the wrong class that zero-shot CLIP
+  scores highest for that image (scores passed in by the caller).
 
 Every draw comes from a generator seeded by (seed, key, mode, type) alone, so results do not
 depend on what else consumed the global RNGs. All draws are made in a fixed order for every
@@ -92,8 +94,9 @@ def swap_noise(labels, pool_labels, rate, num_classes, seed, noise_type="sym", k
     requested replacements.
 
     The class of a slot's replacement follows the type: ``sym`` a uniformly drawn other class with
-    images left; ``pair`` class c - 1 (an image of class y is labelled y + 1); ``confusion`` an
-    image whose top wrong class under ``pool_scores`` [len(pool), C] is c.
+    images left; the pair types class c - shift (``pair``: c + 1, so an image of class y is labelled
+    y - 1; ``pair_next``: c - 1); ``confusion`` an image whose top wrong class under ``pool_scores``
+    [len(pool), C] is c.
     """
     check_protocol(rate, noise_type, "swap")
     nt = _noise_type(noise_type)

@@ -31,7 +31,7 @@ import time
 
 from ptnl.clip.weights import register_weights
 from ptnl.errors import PTNLError
-from ptnl.io import cache, user_cache_dir, write_json_atomic
+from ptnl.io import atomic_write, cache, user_cache_dir, write_json_atomic
 
 VERSION = 2
 SEED = 0
@@ -261,8 +261,7 @@ def _build_into(folder, log):
     manifest = dict(record, tag=tag(), zero_shot_accuracy=100.0 * acc,
                     shipped_zero_shot_accuracy=record["zero_shot_accuracy"], here=_versions(),
                     build_seconds=time.time() - start, files=world_identity(osp.join(folder, DATA)))
-    with open(osp.join(folder, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2)
+    write_json_atomic(osp.join(folder, MANIFEST), manifest)
     log("Pocket world ready in {:.0f}s: zero-shot test accuracy {:.2f}% (chance {:.1f}%; {:.2f}% when "
         "shipped)".format(manifest["build_seconds"], manifest["zero_shot_accuracy"], manifest["chance"],
                           record["zero_shot_accuracy"]))
@@ -286,8 +285,7 @@ def rebuild(out, steps=None, ship=False, log=_log):
         record["shipped_zero_shot_accuracy"] = shipped()["zero_shot_accuracy"]
     except (OSError, ValueError, KeyError):
         record["shipped_zero_shot_accuracy"] = None
-    with open(osp.join(out, MANIFEST), "w") as f:
-        json.dump(record, f, indent=2)
+    write_json_atomic(osp.join(out, MANIFEST), record)
     if ship:
         ship_world(weights, record)
     return record
@@ -311,10 +309,10 @@ def make_record(weights, root, images_sha256, pretraining):
 
 def ship_world(weights, record):
     """Make ``weights`` and ``record`` the package's pocket world (maintainers)."""
-    shutil.copyfile(weights, SHIPPED_WEIGHTS)
-    with open(SHIPPED_RECORD, "w") as f:
-        json.dump({k: v for k, v in record.items() if k != "shipped_zero_shot_accuracy"}, f, indent=2)
-        f.write("\n")
+    with open(weights, "rb") as src:
+        atomic_write(SHIPPED_WEIGHTS, lambda f: shutil.copyfileobj(src, f), mode="wb")
+    shipped_record = {k: v for k, v in record.items() if k != "shipped_zero_shot_accuracy"}
+    atomic_write(SHIPPED_RECORD, lambda f: f.write(json.dumps(shipped_record, indent=2) + "\n"))
 
 
 def weights_file(cache_root=None):

@@ -7,7 +7,7 @@ import time
 from typing import Dict, List
 
 from ptnl.io import atomic_write
-from ptnl.report.figures import FIGURE_KINDS, available, write_figure
+from ptnl.report.figures import available, figure_kinds, write_figure
 from ptnl.report.tables import format_header, format_notes, format_pivot, format_table
 
 
@@ -64,13 +64,13 @@ def write_report(out_dir: str, records: List[Dict], rows: List[Dict], *, incompl
     md += ["## Notes", ""] + ["- " + n if not n.startswith("    ") else "    - " + n.strip() for n in notes] + [""]
     if drawn:
         md += ["## Figures", ""]
-        for kind in FIGURE_KINDS:
+        for kind in figure_kinds():
             if kind in drawn:
                 md += ["### {}".format(kind), "", drawn[kind] + ".", "",
                        "![{}]({}.{})".format(kind, kind, figure_formats[0]), ""]
                 md += [" · ".join("[{0}.{1}]({0}.{1})".format(kind, f) for f in figure_formats), ""]
     if skipped:
-        md += ["## Figures not drawn", ""] + ["- {}".format(skipped[k]) for k in FIGURE_KINDS if k in skipped] + [""]
+        md += ["## Figures not drawn", ""] + ["- {}".format(skipped[k]) for k in figure_kinds() if k in skipped] + [""]
     _write_text(osp.join(out_dir, "index.md"), "\n".join(md))
     files.append("index.md")
     return {"figures": drawn, "skipped": skipped, "files": files}

@@ -1,12 +1,13 @@
 """``python -m ptnl.report``: every run under some folders as a table, figures (``--figure KIND
 --out FILE``) and a report folder (``--report OUT_DIR``)."""
+import os
 import os.path as osp
 import sys
 
 from ptnl.report.aggregate import aggregate
 from ptnl.report.bundle import write_report
 from ptnl.report.ensemble import add_ensembles
-from ptnl.report.figures import FIGURE_KINDS, MissingRuns, write_figure
+from ptnl.report.figures import MissingRuns, figure_kinds, write_figure
 from ptnl.report.style import figure_format
 from ptnl.report.tables import FORMATS, format_header, format_json, format_notes, format_pivot, format_table
 from ptnl.runs.read import diverged_run, find_runs, incomplete_run, load_run
@@ -40,6 +41,9 @@ def main(argv=None, prog="python -m ptnl.report"):
     runs it needs are missing, or matplotlib is).
     """
     import argparse
+    if os.environ.get("PTNL_PLUGINS"):  # figure kinds (register_figure) from the user's plugin files
+        from ptnl.plugins import load_plugins
+        load_plugins()
     p = argparse.ArgumentParser(
         prog=prog,
         description="Every run under the folders, grouped by dataset, trainer, backbone, noise, loss and the other "
@@ -56,8 +60,8 @@ def main(argv=None, prog="python -m ptnl.report"):
     p.add_argument("--pivot", action="store_true", help="one column per noise rate")
     p.add_argument("--plot", metavar="FILE.png", help="also draw accuracy against noise rate (needs matplotlib); "
                                                       "the same as --figure noise --out FILE")
-    p.add_argument("--figure", metavar="KIND", choices=list(FIGURE_KINDS),
-                   help="draw one figure to --out (needs matplotlib): " + ", ".join(FIGURE_KINDS))
+    p.add_argument("--figure", metavar="KIND", choices=list(figure_kinds()),
+                   help="draw one figure to --out (needs matplotlib): " + ", ".join(figure_kinds()))
     p.add_argument("--out", metavar="FILE", help="the file of --figure: .png, .pdf or .svg")
     p.add_argument("--per-run", action="store_true", help="--figure confusion: a heatmap per run, not per group")
     p.add_argument("--report", metavar="OUT_DIR",

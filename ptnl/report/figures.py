@@ -1,8 +1,11 @@
 """The figures of ``python -m ptnl.report DIRS --figure KIND --out FILE``: which runs each needs,
 the one-line error naming what to run when they are missing, and drawing one to a file.
 
-Kinds: noise, gradients, memorisation, context, backbones, noise-types, confusion, upl."""
-from typing import Dict, List, Tuple
+Kinds (``figure_kinds()``): noise, gradients, memorisation, context, backbones, noise-types, confusion,
+upl; ``register_figure`` adds one."""
+from typing import Callable, Dict, List, Tuple
+
+from ptnl.registry import Registry
 
 from ptnl.report.curves import curve_groups, gradients_figure, memorisation_figure
 from ptnl.report.heatmaps import confusion_figure, load_confusion
@@ -24,76 +27,93 @@ def _rated(rows):
     return [r for r in rows if isinstance(r.get("noise_rate"), (int, float))]
 
 
-# kind: (what it needs and the command that makes such runs, test of the runs, drawing function)
-def _need_noise(records, rows):
-    return bool(noise_rows(rows))
+FIGURES = Registry("figure", "--figure", error=ValueError)
 
 
-def _need_gradients(records, rows):
-    return bool(curve_groups(records, ("grad_norm_clean", "grad_norm_noisy")))
+def register_figure(kind: str, *, needs: Callable[[List[Dict], List[Dict]], bool], missing: str) -> Callable:
+    """Decorator: register ``draw(records, rows, *, per_run=False) -> (Figure, description)`` as the
+    figure ``kind``. ``needs(records, rows)`` says whether the runs allow it; ``missing`` is the one
+    line printed when they do not (what to run). A plugin file (PTNL_PLUGINS) adds a kind this way."""
+    return FIGURES.register(kind, needs=needs, missing=missing)
 
 
-def _need_memorisation(records, rows):
-    return bool(curve_groups(records, ("noisy_memorised", "noisy_true", "clean_acc")))
+def figure_kinds() -> Tuple[str, ...]:
+    """The registered figure kinds, in registration order."""
+    return tuple(FIGURES.names())
 
 
-def _need_context(records, rows):
-    return bool(context_rows(rows))
+def missing_message(kind: str) -> str:
+    """The one-line message of ``kind`` when the runs do not allow it."""
+    return FIGURES.meta(kind)["missing"]
 
 
-def _need_backbones(records, rows):
-    return len(_known(_rated(rows), "backbone")) > 1
+@register_figure("noise", needs=lambda records, rows: bool(noise_rows(rows)),
+                 missing="noise needs finished runs at two or more noise rates of one dataset: bash "
+                         "scripts/ptnl/sweep.sh DATASET BACKBONE")
+def _noise(records, rows, **o):
+    return noise_figure(rows)
 
 
-def _need_noise_types(records, rows):
-    return bool(noise_types_rows(rows))
+@register_figure("gradients", needs=lambda records, rows: bool(curve_groups(records, ("grad_norm_clean", "grad_norm_noisy"))),
+                 missing="gradients needs runs with TRAINER.PTNL.ANALYSIS True and noisy labels: bash scripts/ptnl/"
+                         "ablation.sh DATASET BACKBONE TRAINER.PTNL.ANALYSIS True")
+def _gradients(records, rows, **o):
+    return gradients_figure(records)
 
 
-def _need_confusion(records, rows):
-    return any(load_confusion(r) is not None for r in records)
+@register_figure("memorisation",
+                 needs=lambda records, rows: bool(curve_groups(records, ("noisy_memorised", "noisy_true", "clean_acc"))),
+                 missing="memorisation needs runs trained for epochs at a noise rate above 0 (epoch records in "
+                         "results.json): bash scripts/ptnl/sweep.sh DATASET BACKBONE")
+def _memorisation(records, rows, **o):
+    return memorisation_figure(records)
 
 
-def _need_upl(records, rows):
-    return bool(upl_runs(records))
+@register_figure("context", needs=lambda records, rows: bool(context_rows(rows)),
+                 missing="context needs runs at two or more context lengths (n_ctx): bash scripts/ptnl/"
+                         "ctx_length.sh DATASET BACKBONE")
+def _context(records, rows, **o):
+    return context_figure(rows)
 
 
-FIGURES = {
-    "noise": ("noise needs finished runs at two or more noise rates of one dataset: bash scripts/ptnl/sweep.sh "
-              "DATASET BACKBONE",
-              _need_noise, lambda records, rows, **o: noise_figure(rows)),
-    "gradients": ("gradients needs runs with TRAINER.PTNL.ANALYSIS True and noisy labels: bash scripts/ptnl/"
-                  "ablation.sh DATASET BACKBONE TRAINER.PTNL.ANALYSIS True",
-                  _need_gradients, lambda records, rows, **o: gradients_figure(records)),
-    "memorisation": ("memorisation needs runs trained for epochs at a noise rate above 0 (epoch records in "
-                     "results.json): bash scripts/ptnl/sweep.sh DATASET BACKBONE",
-                     _need_memorisation, lambda records, rows, **o: memorisation_figure(records)),
-    "context": ("context needs runs at two or more context lengths (n_ctx): bash scripts/ptnl/ctx_length.sh "
-                "DATASET BACKBONE", _need_context, lambda records, rows, **o: context_figure(rows)),
-    "backbones": ("backbones needs runs on two or more backbones: bash scripts/ptnl/sweep.sh DATASET BACKBONE, "
-                  "once per backbone (e.g. rn50 and vit_b16)", _need_backbones,
-                  lambda records, rows, **o: backbones_figure(rows)),
-    "noise-types": ("noise-types needs noisy runs of two or more noise types: bash scripts/ptnl/sweep.sh DATASET "
-                    "BACKBONE with NOISE_TYPE=sym, NOISE_TYPE=pair and NOISE_TYPE=confusion",
-                    _need_noise_types, lambda records, rows, **o: noise_types_figure(rows)),
-    "confusion": ("confusion needs runs with TRAINER.PTNL.ANALYSIS True (they write confusion_matrix.json): "
-                  "bash scripts/ptnl/main.sh DATASET BACKBONE RATE LOSS TRAINER.PTNL.ANALYSIS True",
-                  _need_confusion, lambda records, rows, per_run=False, **o: confusion_figure(records, per_run)),
-    "upl": ("upl needs UPL runs (results.json with 'upl'): bash scripts/upl/main.sh DATASET BACKBONE topk ce "
-            "(and random gce; it runs zero-shot CLIP too)", _need_upl, lambda records, rows, **o: upl_figure(records)),
-}
-FIGURE_KINDS = tuple(FIGURES)
+@register_figure("backbones", needs=lambda records, rows: len(_known(_rated(rows), "backbone")) > 1,
+                 missing="backbones needs runs on two or more backbones: bash scripts/ptnl/sweep.sh DATASET "
+                         "BACKBONE, once per backbone (e.g. rn50 and vit_b16)")
+def _backbones(records, rows, **o):
+    return backbones_figure(rows)
+
+
+@register_figure("noise-types", needs=lambda records, rows: bool(noise_types_rows(rows)),
+                 missing="noise-types needs noisy runs of two or more noise types: bash scripts/ptnl/sweep.sh "
+                         "DATASET BACKBONE with NOISE_TYPE=sym, NOISE_TYPE=pair and NOISE_TYPE=confusion")
+def _noise_types(records, rows, **o):
+    return noise_types_figure(rows)
+
+
+@register_figure("confusion", needs=lambda records, rows: any(load_confusion(r) is not None for r in records),
+                 missing="confusion needs runs with TRAINER.PTNL.ANALYSIS True (they write confusion_matrix.json): "
+                         "bash scripts/ptnl/main.sh DATASET BACKBONE RATE LOSS TRAINER.PTNL.ANALYSIS True")
+def _confusion(records, rows, per_run=False, **o):
+    return confusion_figure(records, per_run)
+
+
+@register_figure("upl", needs=lambda records, rows: bool(upl_runs(records)),
+                 missing="upl needs UPL runs (results.json with 'upl'): bash scripts/upl/main.sh DATASET BACKBONE "
+                         "topk ce (and random gce; it runs zero-shot CLIP too)")
+def _upl(records, rows, **o):
+    return upl_figure(records)
 
 
 def available(records: List[Dict], rows: List[Dict]) -> Dict[str, str]:
     """{kind: ""} for each figure the runs allow, {kind: the one-line message} for the others."""
-    return {kind: "" if need(records, rows) else message for kind, (message, need, _) in FIGURES.items()}
+    return {kind: "" if FIGURES.meta(kind)["needs"](records, rows) else missing_message(kind) for kind in figure_kinds()}
 
 
 def build_figure(kind: str, records: List[Dict], rows: List[Dict], *, per_run: bool = False) -> Tuple[object, str]:
     """The figure ``kind`` of the runs, drawn in the report style (not written).
 
     Args:
-        kind: one of ``FIGURE_KINDS``.
+        kind: one of ``figure_kinds()``.
         records: the finished runs (``load_run``), for per-run files (epochs, confusion matrices, UPL).
         rows: the same runs grouped (``aggregate``), for mean ± std over seeds.
         per_run: ``confusion`` only: a heatmap per run, not per group of seeds.
@@ -101,11 +121,9 @@ def build_figure(kind: str, records: List[Dict], rows: List[Dict], *, per_run: b
     Returns (matplotlib Figure, one-line description); ``MissingRuns`` (one line naming what to run)
     when the runs do not allow it; ``ImportError`` without matplotlib.
     """
-    if kind not in FIGURES:
-        raise ValueError("unknown figure '{}'; one of: {}".format(kind, ", ".join(FIGURE_KINDS)))
-    message, need, draw = FIGURES[kind]
-    if not need(records, rows):
-        raise MissingRuns(message)
+    draw = FIGURES.lookup(kind)  # an unknown kind: ValueError listing the kinds
+    if not FIGURES.meta(kind)["needs"](records, rows):
+        raise MissingRuns(missing_message(kind))
     import matplotlib
     with matplotlib.rc_context(RC):
         return draw(records, rows, per_run=per_run)

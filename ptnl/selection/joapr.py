@@ -1,5 +1,5 @@
 """JoAPR (Guo et al., CVPR 2024): joint adaptive partitioning and label refinement, step by step
-(``shared/reference/SUCCESSORS.md`` section 1). ``release=True`` reproduces the released code where
+(docs/methods.md; release: github.com/yunncheng/JoAPR). ``release=True`` reproduces the released code where
 it differs: variances in place of standard deviations (and a stray factor 2) in the Gaussian
 intersection, the eval-pass probabilities in sampler order when weighting, N = classes x shots."""
 from typing import Dict, List, Optional

@@ -1,5 +1,5 @@
-"""NLPrompt (Pan et al., CVPR 2025): optimal-transport partition (``shared/reference/SUCCESSORS.md``
-section 2). Each image is transported to the classes under uniform marginals; its pseudo-label is
+"""NLPrompt (Pan et al., CVPR 2025): optimal-transport partition (docs/methods.md;
+release: github.com/qunovo/NLPrompt). Each image is transported to the classes under uniform marginals; its pseudo-label is
 the class its mass mostly goes to, and the sample is clean when that is its given label."""
 import warnings
 from typing import Optional

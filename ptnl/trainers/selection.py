@@ -1,6 +1,6 @@
 """The sample-selection trainers: a base that partitions the noisy training set every epoch and
 trains on index subsets of it, and the two methods on it, JoAPR and NLPrompt
-(``shared/reference/SUCCESSORS.md``; their algorithms are the pure functions of ``ptnl.selection``).
+(docs/methods.md; their algorithms are the pure functions of ``ptnl.selection``).
 
 The base gives a method: ``training_pass()``, one pass over the whole training set returning
 per-item logits, probabilities, features and losses in item order (test transform by default, from
