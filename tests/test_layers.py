@@ -23,7 +23,7 @@ ALLOWED = {
     "data": {"noise", "clip", "compat", "config", "io", "registry", "engine"},
     "runs": {"io"},
     "report": {"runs", "io", "registry"},
-    "sweep": {"runs", "io"},
+    "sweep": {"runs", "io", "registry"},
     "pocket": {"data", "clip", "io", "registry", "compat", "engine"},
     "plugins": {"pocket"},
     "trainers": {"plugins", "data", "noise", "clip", "losses", "runs", "pseudo", "selection", "compat", "config",

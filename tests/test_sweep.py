@@ -217,3 +217,13 @@ def test_slurm_task_killed_mid_run_resumes_from_its_checkpoint(slurm, world, tmp
     first, last = open(logs[0]).read(), open(logs[-1]).read()
     print(first[:300], last[:300])
     assert first.startswith("Running: " + run) and last.startswith("Resuming: {} (from epoch 1)".format(run))
+
+
+def test_unknown_engine_lists_the_registered_executors(fake_env, tmp_path):
+    """ENGINE names an executor of ptnl.sweep.engines.EXECUTORS (one signature, registered where it
+    is defined); another name stops before any run, naming the known ones."""
+    from ptnl.sweep import engines, slurm  # noqa: F401  (slurm registers itself)
+    assert list(engines.EXECUTORS.names()) == ["local", "gpus", "slurm"]
+    proc = ablation(fake_env, ENGINE="bogus")
+    assert proc.returncode == 2 and not (tmp_path / "fake.log").exists()
+    assert "Unknown sweep engine 'bogus' (ENGINE): expected one of local, gpus, slurm" in proc.stderr

@@ -16,7 +16,6 @@ from ptnl.sweep import engines, slurm, status
 from ptnl.sweep.plan import (PlanError, answer_text, check_plan, differences, discard_plan, finished, load_plan,
                              make_plan, out_problem, plan_path, run_reports, save_plan, settings_state)
 
-ENGINES = ("local", "gpus", "slurm")
 SHORT_PLAN = 12  # a plan of at most this many runs is listed in full; a longer one in a few lines (VERBOSE=1: all)
 
 
@@ -64,8 +63,9 @@ def dry_run(plan, engine, only_plan):
     if why:
         print(why, file=sys.stderr)
         return 2
+    queued = engines.EXECUTORS.meta(engine)["queued"]
     try:
-        held = slurm.queued_runs(plan["out"]) if engine == "slurm" else {}
+        held = queued(plan["out"]) if queued else {}
     except RuntimeError:
         held = {}
     answers = check_plan(plan, dry_todo=not only_plan)
@@ -73,8 +73,9 @@ def dry_run(plan, engine, only_plan):
         engines.header(plan)
     state = print_plan(plan, engine, answers, held, full=verbose())
     rc = 3 if "differ" in state.values() else 0
-    if engine == "slurm":
-        rc = slurm.submit(plan, None, dry=True, answers=answers) or rc
+    extra = engines.EXECUTORS.meta(engine)["dry_run"]
+    if extra:
+        rc = extra(plan, answers) or rc
     todo = [i for i in sorted(answers) if state[i] == "todo"]
     for i in todo:
         a = answers[i]
@@ -95,11 +96,13 @@ def dry_run(plan, engine, only_plan):
 
 def cmd_run(a, only_plan=False):
     engine = os.environ.get("ENGINE", "local") or "local"
-    if engine not in ENGINES:
-        print("ENGINE must be one of {}, got '{}'".format(" ".join(ENGINES), engine), file=sys.stderr)
+    if engine not in engines.EXECUTORS:
+        print(engines.EXECUTORS.unknown(engine), file=sys.stderr)
         return 2
-    if engine == "slurm" and not slurm.available():
-        print("ENGINE=slurm needs sbatch and squeue on PATH (run it on the cluster's login node)", file=sys.stderr)
+    unavailable = engines.EXECUTORS.meta(engine)["unavailable"]
+    why = unavailable() if unavailable else None
+    if why:
+        print(why, file=sys.stderr)
         return 2
     plan = make_plan(a.build_file, out=a.out, name=a.name, tag=a.tag, title=a.title, desc=a.desc,
                      nctx_label=a.nctx_label)
@@ -109,13 +112,7 @@ def cmd_run(a, only_plan=False):
     path = save_plan(plan)
     rc = None
     try:
-        if engine == "local":
-            rc = engines.run_local(plan)
-        elif engine == "gpus":
-            rc = engines.run_gpus(plan, os.environ.get("GPUS", "").split())
-        else:
-            engines.header(plan)
-            rc = slurm.submit(plan, path)
+        rc = engines.EXECUTORS.lookup(engine)(plan, path)
     finally:
         if rc != 0 and not existed:  # rejected before any run started: no plan left behind
             discard_plan(plan)

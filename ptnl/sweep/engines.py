@@ -12,9 +12,21 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
+from ptnl.registry import Registry
 from ptnl.sweep import group
 from ptnl.sweep.plan import (Progress, answer_text, call, check_plan, differences, finished, hms, label,
                              run_reports, settings_state, start_line, stop_child, sweep_dir)
+
+
+EXECUTORS = Registry("sweep engine", "ENGINE", error=ValueError)
+
+
+def register_executor(name: str, *, unavailable=None, queued=None, dry_run=None):
+    """Decorator: register ``execute(plan, plan_path) -> exit status`` as ``ENGINE=name`` of the grid
+    scripts. Optional: ``unavailable()`` -> why it cannot run on this machine (None: it can);
+    ``queued(out)`` -> {run folder: (job, state)} of runs it holds, shown by plans and status;
+    ``dry_run(plan, answers)`` -> exit status, what ``DRY_RUN=1`` shows beyond the plan."""
+    return EXECUTORS.register(name, unavailable=unavailable, queued=queued, dry_run=dry_run)
 
 
 def _say(*lines, err=False):
@@ -212,3 +224,13 @@ def run_task(sub: Dict, k: int) -> int:
         return check_finished_runs({"runs": runs}) or 0
     _say(*(start_line(r) for r in runs if not finished(r)))
     os.execvp(task["argv"][0], task["argv"])
+
+
+@register_executor("local")
+def _execute_local(plan: Dict, plan_path: str) -> int:
+    return run_local(plan)
+
+
+@register_executor("gpus")
+def _execute_gpus(plan: Dict, plan_path: str) -> int:
+    return run_gpus(plan, os.environ.get("GPUS", "").split())

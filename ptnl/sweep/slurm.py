@@ -14,7 +14,7 @@ import time
 from typing import Dict, List, Tuple
 
 from ptnl.io import atomic_write, write_json_atomic
-from ptnl.sweep.engines import units
+from ptnl.sweep.engines import header, register_executor, units
 from ptnl.sweep.plan import check_plan, differences, finished, gpu_hours_estimate, run_reports, settings_state, sweep_dir
 
 # one line per array job: {"job", "plan", "dirs" (per task index: a run folder, or a group's list), "logs"}
@@ -214,3 +214,12 @@ def estimate_line(plan: Dict, todo: List[Dict]) -> str:
         return "GPU-hours: no finished run of this plan to estimate from yet"
     return "GPU-hours for the {} runs to run: about {:.2f} (mean wall_time_s of {} finished runs, per trainer)".format(
         len(todo), hours, n)
+
+
+@register_executor("slurm",
+                   unavailable=lambda: None if available() else
+                   "ENGINE=slurm needs sbatch and squeue on PATH (run it on the cluster's login node)",
+                   queued=queued_runs, dry_run=lambda plan, answers: submit(plan, None, dry=True, answers=answers))
+def _execute_slurm(plan: Dict, plan_path: str) -> int:
+    header(plan)
+    return submit(plan, plan_path)
