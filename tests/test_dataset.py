@@ -140,3 +140,22 @@ def test_noise_applied_after_sampling_keeps_true_labels(fresh_data):
     assert [s["true_label"] for s in rec["samples"]] == noisy.true_labels
     assert [s["label"] for s in rec["samples"]] == [d.label for d in noisy.train_x]
     assert noisy.num_classes == 6 and noisy.classnames == clean.classnames
+
+
+def test_a_dataset_class_brings_its_template_and_an_unknown_name_is_an_error():
+    """A dataset's zero-shot template sits on its class (registered by name); a name without one is a
+    one-line error naming what to set, never the silent "a photo of a {}." fallback."""
+    from ptnl.clip.templates import dataset_template
+    from ptnl.data.base import PTNLDatasetBase
+    from ptnl.errors import ConfigError
+
+    class ToyBirds(PTNLDatasetBase):
+        template = "a photo of a {}, a type of toy bird."
+
+    assert dataset_template("ToyBirds") == "a photo of a {}, a type of toy bird."
+    assert dataset_template("DescribableTextures") == "{} texture."  # CoOp's table
+    with pytest.raises(ConfigError, match=r"No zero-shot template for dataset 'ToyFish' \(DATASET.NAME\): set "
+                                          r"template = .* on its class"):
+        dataset_template("ToyFish")
+    with pytest.raises(ConfigError, match="one '{}' for the class name"):
+        type("ToyBad", (PTNLDatasetBase,), {"template": "birds"})

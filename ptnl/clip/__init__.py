@@ -4,7 +4,7 @@
 (``small``). Imports ``ptnl.io``, ``ptnl.registry`` and ``ptnl.compat`` only."""
 from ptnl.clip.features import cached_image_features, image_features, text_classifier, zeroshot_logits  # noqa: F401
 from ptnl.clip.templates import (CUSTOM_TEMPLATES, class_prompts, class_text, dataset_template,  # noqa: F401
-                                 template_set)
+                                 register_template, template_set)
 from ptnl.clip.text import TextEncoder, normalize, tokenize  # noqa: F401
 from ptnl.clip.weights import (LOCAL_WEIGHTS, PRETRAINED, BackboneError, WeightsNotFoundError,  # noqa: F401
                                available_models, clip_cache_dir, downloads_off, effective_precision,

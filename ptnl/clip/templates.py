@@ -20,12 +20,29 @@ CUSTOM_TEMPLATES = {
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
 }
-DEFAULT_TEMPLATE = "a photo of a {}."
+DEFAULT_TEMPLATE = "a photo of a {}."  # CLIP's generic template (CoOp's, for datasets without their own)
 
 
-def dataset_template(dataset_name):
-    """The zero-shot template of a dataset (CoOp's), "a photo of a {}." for unknown names."""
-    return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+def register_template(dataset_name: str, template: str) -> None:
+    """Make ``template`` (with one ``{}`` for the class name) the zero-shot template of the dataset
+    registered as ``dataset_name``. A PTNL dataset class does it by setting ``template`` next to its
+    other attributes; a CoOp fork's own dataset calls this once."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ConfigError("The template of dataset {!r} must be a string with one '{{}}' for the class name, "
+                          "got {!r}".format(dataset_name, template))
+    CUSTOM_TEMPLATES[dataset_name] = template
+
+
+def dataset_template(dataset_name: str) -> str:
+    """The zero-shot template of a dataset (CoOp's table, or the one its class registered). An
+    unknown name is an error, not "a photo of a {}.": a forgotten template would silently change
+    every prompt-initialised result."""
+    if dataset_name not in CUSTOM_TEMPLATES:
+        raise ConfigError(
+            "No zero-shot template for dataset {!r} (DATASET.NAME): set template = \"a photo of a {{}}.\" (one "
+            "'{{}}' for the class name) on its class, or call ptnl.clip.templates.register_template({!r}, ...); "
+            "known: {}".format(dataset_name, dataset_name, ", ".join(sorted(CUSTOM_TEMPLATES))))
+    return CUSTOM_TEMPLATES[dataset_name]
 
 
 def class_text(classname):

@@ -9,7 +9,7 @@ pickles (``ptnl.data.fewshot``), and labels the training set through
 import os.path as osp
 
 from ptnl import compat
-from ptnl.clip.templates import dataset_template
+from ptnl.clip.templates import dataset_template, register_template
 from ptnl.data.fewshot import FewShotCache
 from ptnl.data.splits import DatasetError, SplitFiles
 from ptnl.noise import label_training_set
@@ -66,7 +66,14 @@ class PTNLDatasetBase(SplitFiles, FewShotCache, compat.DatasetBase):
         training set (UPL's pseudo-labelled picks), so that ``dm.dataset.train_x`` tells the truth."""
         self._train_x = items
 
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that sets ``template`` registers it under its class name (DATASET.NAME)."""
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.__dict__.get("template"), str):
+            register_template(cls.__name__, cls.__dict__["template"])
+
     @property
     def template(self):
-        """The zero-shot template of this dataset (CoOp's, by registered name)."""
+        """The zero-shot template of this dataset (CoOp's by name; a subclass's own ``template``
+        string replaces this property and is registered under its name)."""
         return dataset_template(type(self).__name__)
