@@ -6,7 +6,6 @@ upl; ``register_figure`` adds one."""
 from typing import Callable, Dict, List, Tuple
 
 from ptnl.registry import Registry
-
 from ptnl.report.curves import curve_groups, gradients_figure, memorisation_figure
 from ptnl.report.heatmaps import confusion_figure, load_confusion
 from ptnl.report.plots import (backbones_figure, context_figure, context_rows, noise_figure, noise_rows,
@@ -47,6 +46,10 @@ def missing_message(kind: str) -> str:
     return FIGURES.meta(kind)["missing"]
 
 
+def _allows(kind: str, records: List[Dict], rows: List[Dict]) -> bool:
+    return FIGURES.meta(kind)["needs"](records, rows)
+
+
 @register_figure("noise", needs=lambda records, rows: bool(noise_rows(rows)),
                  missing="noise needs finished runs at two or more noise rates of one dataset: bash "
                          "scripts/ptnl/sweep.sh DATASET BACKBONE")
@@ -54,7 +57,8 @@ def _noise(records, rows, **o):
     return noise_figure(rows)
 
 
-@register_figure("gradients", needs=lambda records, rows: bool(curve_groups(records, ("grad_norm_clean", "grad_norm_noisy"))),
+@register_figure("gradients",
+                 needs=lambda records, rows: bool(curve_groups(records, ("grad_norm_clean", "grad_norm_noisy"))),
                  missing="gradients needs runs with TRAINER.PTNL.ANALYSIS True and noisy labels: bash scripts/ptnl/"
                          "ablation.sh DATASET BACKBONE TRAINER.PTNL.ANALYSIS True")
 def _gradients(records, rows, **o):
@@ -62,7 +66,8 @@ def _gradients(records, rows, **o):
 
 
 @register_figure("memorisation",
-                 needs=lambda records, rows: bool(curve_groups(records, ("noisy_memorised", "noisy_true", "clean_acc"))),
+                 needs=lambda records, rows: bool(curve_groups(records, ("noisy_memorised", "noisy_true",
+                                                                          "clean_acc"))),
                  missing="memorisation needs runs trained for epochs at a noise rate above 0 (epoch records in "
                          "results.json): bash scripts/ptnl/sweep.sh DATASET BACKBONE")
 def _memorisation(records, rows, **o):
@@ -106,7 +111,7 @@ def _upl(records, rows, **o):
 
 def available(records: List[Dict], rows: List[Dict]) -> Dict[str, str]:
     """{kind: ""} for each figure the runs allow, {kind: the one-line message} for the others."""
-    return {kind: "" if FIGURES.meta(kind)["needs"](records, rows) else missing_message(kind) for kind in figure_kinds()}
+    return {kind: "" if _allows(kind, records, rows) else missing_message(kind) for kind in figure_kinds()}
 
 
 def build_figure(kind: str, records: List[Dict], rows: List[Dict], *, per_run: bool = False) -> Tuple[object, str]:
@@ -122,7 +127,7 @@ def build_figure(kind: str, records: List[Dict], rows: List[Dict], *, per_run: b
     when the runs do not allow it; ``ImportError`` without matplotlib.
     """
     draw = FIGURES.lookup(kind)  # an unknown kind: ValueError listing the kinds
-    if not FIGURES.meta(kind)["needs"](records, rows):
+    if not _allows(kind, records, rows):
         raise MissingRuns(missing_message(kind))
     import matplotlib
     with matplotlib.rc_context(RC):
