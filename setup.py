@@ -35,5 +35,6 @@ setup(
         "test": ["pytest", "pytest-xdist", "matplotlib"],  # xdist: CI runs the suite on every core; matplotlib: the tests of ``python -m ptnl.report --plot / --figure``
         "plot": ["matplotlib"],  # python -m ptnl.report --plot / --figure / --report, scripts/ptnl/sweep.sh
         "tensorboard": ["tensorboard"],
+        "open_clip": ["open-clip-torch"],  # MODEL.BACKBONE.NAME open_clip:ARCH/PRETRAINED (docs/backbones.md)
     },
 )

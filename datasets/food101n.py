@@ -55,6 +55,7 @@ class Food101N(PTNLDatasetBase):
     """Food-101N's noisy images for training, Food-101's test set by DATASET.FOOD101N.TEST_PROTOCOL."""
 
     dataset_dir = "food-101n"
+    VERIFIED_LABELS = True  # meta/verified_*.tsv: sample selection is scored on these (verification_of)
     image_dir = "images"
     split_file = ""  # none: the release's lists are read every time
     fewshot_val = False  # val is the test list
@@ -188,7 +189,7 @@ class Food101N(PTNLDatasetBase):
     def verification_of(self, impath):
         """The release's verification label of an image's own (folder) label: 1 right, 0 wrong,
         None when the image was not verified. The sample-selection trainers score their partition on
-        the verified items through it (``ptnl.trainers.selection.known_noise``)."""
+        the verified items through it (``ptnl.trainers.selection.base.known_noise``)."""
         found = self._verified_entry(impath)
         return None if found is None else found[0]
 

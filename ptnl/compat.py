@@ -4,18 +4,23 @@
 project imports the toolbox symbols from here, so they run unchanged under both. Two symbols are
 always PTNL's own: ``build_lr_scheduler`` (Dassl's warm-up wrappers crash on current torch) and
 ``load_checkpoint`` (Dassl's refuses its own checkpoints on torch >= 2.6); both reproduce Dassl's
-values and file formats.
+values and file formats. So are the helpers Dassl lacks, which PTNL's trainers use under either
+engine: checkpoint I/O with the generators' states (``CheckpointIO``, ``checkpoint_to_load``,
+``global_rng_state``), Dassl's progress line and per-batch scalars for batch loops of PTNL's own
+(``batch_line``, ``write_batch_scalars``), ``macro_f1``.
 """
 import importlib
 import logging
 import os
 
 from ptnl.engine.optim import build_lr_scheduler  # noqa: F401  (always ours, see above)
-from ptnl.engine.trainer import CheckpointIO  # noqa: F401
+from ptnl.engine.evaluation import macro_f1  # noqa: F401  (ours, see above)
+from ptnl.engine.trainer import CheckpointIO, batch_line, checkpoint_to_load, write_batch_scalars  # noqa: F401  (ours)
 from ptnl.engine.utils import CheckpointError, load_checkpoint, progress  # noqa: F401
+from ptnl.engine.utils import global_rng_state, set_global_rng_state  # noqa: F401  (ours, see above)
 from ptnl.engine.utils import load_pretrained_weights  # noqa: F401  (ours: weights_only=True, as load_checkpoint)
 from ptnl.engine.utils import read_image as _read_image
-from ptnl.errors import PTNLError
+from ptnl.errors import ConfigError, EngineError, PTNLError
 
 
 class UnreadableImageError(PTNLError, OSError):
@@ -32,7 +37,7 @@ def read_image(path):
 
 _choice = os.environ.get("PTNL_ENGINE", "auto").strip().lower() or "auto"
 if _choice not in ("auto", "dassl", "builtin"):
-    raise ValueError("PTNL_ENGINE must be 'dassl', 'builtin' or unset (auto), got {!r}".format(_choice))
+    raise ConfigError("PTNL_ENGINE must be 'dassl', 'builtin' or unset (auto), got {!r}".format(_choice))
 
 
 def _import_dassl():
@@ -44,7 +49,7 @@ def _import_dassl():
 
 _dassl, _dassl_error = (None, None) if _choice == "builtin" else _import_dassl()
 if _choice == "dassl" and _dassl is None:
-    raise ImportError("PTNL_ENGINE=dassl but Dassl cannot be imported ({}). Install Dassl.pytorch "
+    raise EngineError("PTNL_ENGINE=dassl but Dassl cannot be imported ({}). Install Dassl.pytorch "
                       "or unset PTNL_ENGINE to use the built-in engine.".format(_dassl_error))
 
 _logging_disabled = logging.root.manager.disable
@@ -54,13 +59,13 @@ if _dassl is not None:
     from dassl.config import get_cfg_default  # noqa: F401
     from dassl.data import DataManager  # noqa: F401
     from dassl.data.data_manager import DatasetWrapper, build_data_loader  # noqa: F401
-    from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum  # noqa: F401
+    from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset  # noqa: F401
     from dassl.data.transforms import build_transform  # noqa: F401
     from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer  # noqa: F401
     from dassl.evaluation import build_evaluator  # noqa: F401
     from dassl.metrics import compute_accuracy  # noqa: F401
     from dassl.optim import build_optimizer  # noqa: F401
-    from dassl.utils import (check_isfile, collect_env_info, listdir_nohidden,  # noqa: F401
+    from dassl.utils import (AverageMeter, MetricMeter, check_isfile, collect_env_info, listdir_nohidden,  # noqa: F401
                              mkdir_if_missing, read_json, set_random_seed, setup_logger, write_json)
     # Dassl's wilds datasets call logging.disable(logging.WARNING) on import, which silenced every
     # PTNL log line (epoch diagnostics, partitions) under real Dassl; give logging back its level
@@ -69,9 +74,9 @@ else:
     from ptnl import engine as _engine
     ENGINE = "builtin"
     ENGINE_VERSION = _engine.__version__
-    from ptnl.engine import (DATASET_REGISTRY, TRAINER_REGISTRY, DataManager,  # noqa: F401
+    from ptnl.engine import (DATASET_REGISTRY, TRAINER_REGISTRY, AverageMeter, DataManager, MetricMeter,  # noqa: F401
                              DatasetBase, DatasetWrapper, Datum, TrainerX, build_data_loader,
-                             build_evaluator, build_optimizer, build_trainer, build_transform,
+                             build_dataset, build_evaluator, build_optimizer, build_trainer, build_transform,
                              check_isfile, collect_env_info, compute_accuracy, get_cfg_default,
                              listdir_nohidden, mkdir_if_missing,
                              read_json, set_random_seed, setup_logger, write_json)

@@ -5,6 +5,7 @@ new loss, noise type or trainer in its own file) adds its keys next to its code 
 ``register_config_keys``; ``ptnl.losses.register_loss(options=...)`` does it for loss options.
 """
 import ast
+import json
 import os
 from typing import Callable, List
 
@@ -120,6 +121,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.ANALYSIS = False  # per-epoch gradient norms of clean vs noisy samples, confusion matrix
     cfg.TRAINER.PTNL.TRUNCATE_TEXT = True  # run the text transformer only up to the last end-of-text token
     cfg.TRAINER.PTNL.SHARE_PREFIX = True  # compute the prompts' common start (SOS + shared context) once, not per class
+    cfg.TRAINER.PTNL.STACK = True  # grouped runs of one prompt shape: one text pass, one backward (stacked.py)
     cfg.TRAINER.PTNL.CACHE_FEATURES = True  # evaluate from cached test-split image features
     cfg.TRAINER.PTNL.CACHE_VERIFY = "stat"  # caches key on each image file's size+mtime (stat) | sha256 (content)
     cfg.TRAINER.PTNL.DECODE_CACHE_MB = 1024  # keep decoded training images in memory up to this size; 0: off
@@ -161,9 +163,63 @@ def extend_cfg(cfg: CN) -> CN:
 
     cfg.TRAINER.IMAGENET_FT = CN()
     cfg.TRAINER.IMAGENET_FT.ARCH = "resnet50"  # torchvision architecture when the weights are a file
+
+    cfg.TRAINER.KGCOOP = CN()
+    cfg.TRAINER.KGCOOP.W = 8.0  # weight of the distance to the hand-crafted text features (the release's runs: 8)
+
+    # Deep prompt learners (ptnl/trainers/maple.py, promptsrc.py); defaults: the releases' train.py
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2  # prompt tokens per depth (text; the visual ones are their projections)
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # its first N_CTX tokens are learned, the rest stay fixed words
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # blocks that get prompts (1: the input only)
+    cfg.TRAINER.PROMPTSRC = CN()
+    cfg.TRAINER.PROMPTSRC.N_CTX_TEXT = 4
+    cfg.TRAINER.PROMPTSRC.N_CTX_VISION = 4
+    cfg.TRAINER.PROMPTSRC.CTX_INIT = "a photo of a"
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9
+    cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25.0  # L1 to frozen CLIP's 60-template text features
+    cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10.0  # L1 to frozen CLIP's image features
+    cfg.TRAINER.PROMPTSRC.LOGIT_LOSS_WEIGHT = 1.0  # KL to frozen CLIP's logits (hard-coded 1 in the release)
+    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15.0  # Gaussian prompt aggregation over epochs: mean epoch
+    cfg.TRAINER.PROMPTSRC.GPA_STD = 1.0  # and its standard deviation
     for hook in _HOOKS:
         hook(cfg)
     return cfg
+
+
+class _OpenNode(CN):
+    """A config node that grows the child a hook asks for: ``added_defaults`` runs ``extend_cfg`` on
+    it without Dassl's tree (and so without torch)."""
+
+    def __getattr__(self, name):
+        if name in self:
+            return self[name]
+        if name.startswith("__"):
+            raise AttributeError(name)
+        node = _OpenNode()
+        self[name] = node
+        return node
+
+
+# Keys whose default depends on the machine (not on the behaviour a run had): never a baseline.
+MACHINE_DEFAULTS = ("DATALOADER.NUM_WORKERS",)
+
+
+def added_defaults() -> dict:
+    """{"TRAINER.PTNL.N_CTX": 16, ...}: the default of every key ``extend_cfg`` adds (PTNL's and the
+    registered plugins'), flat, without Dassl's own keys: what a key a run's record lacks stood at, for
+    run identity (``ptnl.runs.identity``) in processes without torch."""
+    out = {}
+
+    def walk(node, prefix):
+        for k in sorted(node):
+            if isinstance(node[k], CN):
+                walk(node[k], prefix + k + ".")
+            elif prefix + k not in MACHINE_DEFAULTS:
+                out[prefix + k] = json.loads(json.dumps(node[k], default=str))  # as results.json records it
+    walk(extend_cfg(_OpenNode()), "")  # every call: a plugin registered since adds its keys
+    return out
 
 
 # ----------------------------------------------------------------------------- value checks
@@ -230,7 +286,7 @@ VALUE_RULES = {
     "TRAINER.PTNL.RCE_A": _rule(lambda v: _number(v) and v < 0, "a number < 0 (log 0 := A)"),
     "TRAINER.PTNL.SAVE_TEST_LOGITS": ANY, "TRAINER.PTNL.SAVE_TRAIN_PROBS": ANY, "TRAINER.PTNL.ANALYSIS": ANY,
     "TRAINER.PTNL.TRUNCATE_TEXT": ANY, "TRAINER.PTNL.SHARE_PREFIX": ANY, "TRAINER.PTNL.CACHE_FEATURES": ANY,
-    "TRAINER.PTNL.CACHE_VERIFY": _one_of("stat", "sha256"),
+    "TRAINER.PTNL.CACHE_VERIFY": _one_of("stat", "sha256"), "TRAINER.PTNL.STACK": ANY,
     "TRAINER.PTNL.DECODE_CACHE_MB": _int_at_least(0),
     "TRAINER.PTNL.KEEP_CHECKPOINTS": _int_at_least(0),
     "TRAINER.UPL.NUM_PER_CLASS": _rule(_int, "an integer (<= 0: DATASET.NUM_SHOTS)"),
@@ -252,6 +308,16 @@ VALUE_RULES = {
     "DATASET.FOOD101N.TEST_PROTOCOL": _one_of("food101", "coop"),  # datasets/food101n.py's keys
     "DATASET.FOOD101N.FOOD101_DIR": ANY, "DATASET.FOOD101N.SYNTHETIC_NOISE": ANY,
     "TRAINER.IMAGENET_FT.ARCH": _rule(lambda v: isinstance(v, str) and bool(v), "a torchvision architecture name"),
+    "TRAINER.KGCOOP.W": _at_least(0),
+    "TRAINER.MAPLE.N_CTX": _int_at_least(1), "TRAINER.MAPLE.CTX_INIT": ANY,
+    "TRAINER.MAPLE.PROMPT_DEPTH": _int_at_least(1),
+    "TRAINER.PROMPTSRC.N_CTX_TEXT": _int_at_least(1), "TRAINER.PROMPTSRC.N_CTX_VISION": _int_at_least(1),
+    "TRAINER.PROMPTSRC.CTX_INIT": ANY,
+    "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT": _int_at_least(1), "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION": _int_at_least(1),
+    "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT": _at_least(0), "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT": _at_least(0),
+    "TRAINER.PROMPTSRC.LOGIT_LOSS_WEIGHT": _at_least(0),
+    "TRAINER.PROMPTSRC.GPA_MEAN": _above(0),  # an epoch (1-based; may lie between or beyond the run's)
+    "TRAINER.PROMPTSRC.GPA_STD": _above(0),
 }
 
 

@@ -3,7 +3,7 @@ name); ``train.py`` and the command-line tools print it as one ``Error:`` line. 
 is a bug and keeps its traceback. Imports nothing, so every layer may raise these.
 
 Subclasses also inherit the built-in class callers catch (``ValueError``, ``FileNotFoundError``,
-``ImportError``), so ``except ValueError`` around a config check keeps working.
+``ImportError``, ``RuntimeError``), so ``except ValueError`` around a config check keeps working.
 """
 
 
@@ -17,6 +17,10 @@ class ConfigError(PTNLError, ValueError):
 
 class MissingFileError(PTNLError, FileNotFoundError):
     """A file or folder the user named (or that a setting implies) is missing or of the wrong kind."""
+
+
+class EngineError(PTNLError, ImportError):
+    """The engine PTNL_ENGINE names cannot be imported (``PTNL_ENGINE=dassl`` without Dassl)."""
 
 
 class PluginError(PTNLError, ImportError):

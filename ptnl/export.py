@@ -22,7 +22,7 @@ import torch
 
 from ptnl.clip.prompts import PromptCLIP
 from ptnl.clip.weights import load_clip, resolve_weights, weights_digest
-from ptnl.engine.trainer import checkpoint_to_load
+from ptnl.compat import checkpoint_to_load
 from ptnl.errors import ConfigError, MissingFileError, PTNLError
 from ptnl.io import atomic_write
 from ptnl.runs.files import RESULTS_FILE

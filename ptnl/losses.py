@@ -178,6 +178,14 @@ def loss_options(cfg) -> Dict[str, Dict]:
     return {key: {"value": o[key], "default": defaults[kw]} for kw, key in LOSSES.meta(o.LOSS)["options"].items()}
 
 
+def loss_line(cfg) -> str:
+    """TRAINER.PTNL.LOSS with every option of it as the run sets it, as the log states it:
+    ``gce (GCE_Q=0.7)``."""
+    opts = loss_options(cfg)
+    return cfg.TRAINER.PTNL.LOSS + (" ({})".format(", ".join("{}={}".format(k, o["value"]) for k, o in opts.items()))
+                                    if opts else "")
+
+
 def loss_from_cfg(cfg) -> Loss:
     """``build_loss`` for TRAINER.PTNL.LOSS with the options of ``cfg.TRAINER.PTNL``."""
     o = cfg.TRAINER.PTNL

@@ -61,11 +61,13 @@ def run_main(argv, monkeypatch, tmp_path):
     """train.py's main in this process, from an empty working folder; returns its stdout."""
     import io
 
-    import train  # registers the datasets and trainers
+    import train  # noqa: F401  (registers the datasets and trainers)
+    from ptnl import cli
+    from ptnl.cli.parser import build_parser
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
-    train.main(train.build_parser().parse_args(argv))
+    cli.main(build_parser().parse_args(argv))
     return out.getvalue()
 
 

@@ -14,7 +14,7 @@ EXTERNAL = {"trainers/coop.py", "trainers/zsclip.py"}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 SPAN = re.compile(r"`([^`\n]+)`")
 REPO_PATH = re.compile(r"(?<![\w~./-])((?:scripts|ptnl|tests|configs|benchmarks|datasets|trainers|docs)/[\w./-]*[\w/])")
-MODULE = re.compile(r"python -m ([A-Za-z_][\w.]*[A-Za-z_])")
+MODULE = re.compile(r"python -m ([A-Za-z_][\w.]*\w)")  # a name may end in a digit (benchmarks.figure1)
 
 
 def _ids(pages):

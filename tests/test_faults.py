@@ -26,7 +26,8 @@ import torch
 from conftest import REPO, SMALL_OPTS, train_args
 
 import train  # noqa: E402  (registers the datasets and trainers)
-from ptnl import compat
+from ptnl import cli, compat
+from ptnl.cli.parser import build_parser
 from ptnl.config import ANY, VALUE_RULES, extend_cfg
 from ptnl.errors import PTNLError
 from ptnl.io import DiskFullError, cache, write_json_atomic
@@ -210,7 +211,7 @@ def test_a_full_disk_keeps_the_previous_file_and_names_the_space(tmp_path, monke
     assert abs(info.value.needed - needed) < 64 and "free there" in message
     assert json.load(open(path)) == {"accuracy": 1.0}
     assert os.listdir(tmp_path) == [RESULTS_FILE]  # no temporary file left
-    from ptnl.trainers.cli import exit_line
+    from ptnl.cli.exits import exit_line
     assert exit_line(info.value) == "Error: " + message
     # a cache that cannot be written is skipped, the run goes on
     assert cache.save("k", {"x": torch.zeros(3)}, root=str(tmp_path / "cache")) is False
@@ -265,7 +266,7 @@ def _run_with(world, tmp_path, monkeypatch, key, value):
     text = value if isinstance(value, str) else repr(value)
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     try:
-        train.main(train.build_parser().parse_args(argv + [key, text]))
+        cli.main(build_parser().parse_args(argv + [key, text]))
     except PTNLError as e:
         return str(e), out.exists()
     finally:

@@ -120,7 +120,7 @@ def test_docs_describe_every_run_file():
 
 # ----------------------------------------------------------------------------- exit lines
 def test_interrupted_message_names_the_epoch(tmp_path):
-    from ptnl.trainers.cli import interrupted_message
+    from ptnl.cli.exits import interrupted_message
 
     class T:
         epoch, max_epoch, output_dir = 4, 50, str(tmp_path)

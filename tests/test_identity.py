@@ -21,8 +21,10 @@ def resolved_cfg(args):
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        import train
-        return train.setup_cfg(train.build_parser().parse_args(args[1:]))
+        import train  # noqa: F401  (registers the datasets and trainers)
+        from ptnl.cli.parser import build_parser
+        from ptnl.cli.setup import setup_cfg
+        return setup_cfg(build_parser().parse_args(args[1:]))
     finally:
         os.chdir(cwd)
 

@@ -61,8 +61,10 @@ def resolved(args):
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        import train
-        return train.setup_cfg(train.build_parser().parse_args(["--dry-run"] + list(args)))
+        import train  # noqa: F401  (registers the datasets and trainers)
+        from ptnl.cli.parser import build_parser
+        from ptnl.cli.setup import setup_cfg
+        return setup_cfg(build_parser().parse_args(["--dry-run"] + list(args)))
     finally:
         os.chdir(cwd)
 

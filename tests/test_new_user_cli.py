@@ -14,6 +14,9 @@ import pytest
 from conftest import REPO, run_main
 
 import train  # noqa: E402  (registers the datasets and trainers)
+from ptnl.cli.parser import build_parser  # noqa: E402
+from ptnl.cli import setup as settings  # noqa: E402
+from ptnl.cli.setup import setup_cfg  # noqa: E402
 from ptnl.errors import ConfigError, PTNLError  # noqa: E402
 
 DTD = osp.join(REPO, "configs/datasets/dtd.yaml")
@@ -22,7 +25,7 @@ RN50 = osp.join(REPO, "configs/trainers/PTNL/rn50.yaml")
 
 def setup(argv):
     """train.py's resolved config for ``argv`` (nothing checked beyond what setup_cfg does)."""
-    return train.setup_cfg(train.build_parser().parse_args(argv))
+    return setup_cfg(build_parser().parse_args(argv))
 
 
 def data_root(tmp_path):
@@ -93,11 +96,11 @@ def test_training_without_a_config_file_uses_clips_preprocessing(tmp_path):
 def trained_run(tmp_path, *opts, how="results"):
     """A model folder whose recorded config is a pocket PTNL training's (results.json or log.txt)."""
     from ptnl.runs.identity import flat_config
-    from ptnl.trainers.cli import args_text
+    from ptnl.cli.runner import args_text
     argv = argv_for(data_root(tmp_path), "--output-dir", str(tmp_path / "run"), "MODEL.BACKBONE.NAME", "pocket",
                     "OPTIM.MAX_EPOCH", "7", *opts)
-    args = train.build_parser().parse_args(argv)
-    cfg = train.setup_cfg(args)
+    args = build_parser().parse_args(argv)
+    cfg = setup_cfg(args)
     os.makedirs(tmp_path / "run")
     if how == "results":
         (tmp_path / "run" / "results.json").write_text(json.dumps({"accuracy": 1.0, "config": flat_config(cfg)}))
@@ -114,7 +117,7 @@ def test_eval_only_without_a_config_file_takes_the_trained_runs_settings(how, tm
                 argv_for(data_root(tmp_path), "MODEL.BACKBONE.NAME", "pocket", config=False))
     for key in ("INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD", "INPUT.TRANSFORMS", "INPUT.INTERPOLATION", "INPUT.SIZE",
                 "TRAINER.PTNL.N_CTX", "TRAINER.PTNL.CLASS_TOKEN_POSITION", "TRAINER.PTNL.CSC", "TRAINER.PTNL.PREC"):
-        assert train.cli._same(train.cli._get(cfg, key), train.cli._get(trained, key)), key
+        assert settings._same(settings._get(cfg, key), settings._get(trained, key)), key
     assert cfg.TRAINER.PTNL.N_CTX == 4
 
 
@@ -138,10 +141,10 @@ def test_eval_only_accepts_the_trained_weights_at_another_path_and_refuses_other
     from ptnl.runs.identity import flat_config
     root = data_root(tmp_path)
     first = make_clip(str(tmp_path / "a" / "clip.pt"), seed=0)
-    args = train.build_parser().parse_args(argv_for(root, "--output-dir", str(tmp_path / "run"),
-                                                    "MODEL.BACKBONE.NAME", first))
+    args = build_parser().parse_args(argv_for(root, "--output-dir", str(tmp_path / "run"),
+                                              "MODEL.BACKBONE.NAME", first))
     os.makedirs(tmp_path / "run")
-    (tmp_path / "run" / "results.json").write_text(json.dumps({"config": flat_config(train.setup_cfg(args))}))
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"config": flat_config(setup_cfg(args))}))
     moved = str(tmp_path / "b" / "clip.pt")
     os.makedirs(tmp_path / "b")
     shutil.copy(first, moved)
@@ -157,12 +160,13 @@ def test_eval_only_accepts_the_trained_weights_at_another_path_and_refuses_other
 def test_user_errors_are_ptnl_errors_and_bugs_keep_their_type():
     from ptnl.clip.weights import BackboneError, WeightsNotFoundError
     from ptnl.data.splits import DatasetError
-    from ptnl.errors import MissingFileError, PluginError, RunError
+    from ptnl.cli import exits as cli
+    from ptnl.errors import EngineError, MissingFileError, PluginError, RunError
     from ptnl.losses import LOSSES
     from ptnl.runs.files import RunLocked
-    from ptnl.trainers import cli
+    from ptnl.selection.nlprompt import PlanUnderflow
     for cls in (BackboneError, WeightsNotFoundError, DatasetError, MissingFileError, PluginError, RunError,
-                RunLocked, LOSSES.error, ConfigError):
+                RunLocked, LOSSES.error, ConfigError, EngineError, PlanUnderflow):
         assert issubclass(cls, PTNLError), cls
     assert cli.USER_ERRORS == (PTNLError,)
     assert cli.exit_line(ConfigError("bad")) == "Error: bad"
@@ -174,6 +178,51 @@ def test_user_errors_are_ptnl_errors_and_bugs_keep_their_type():
         with cli.exit_handler():
             raise ConfigError("a user's")
     assert e.value.code == 2
+
+
+CHECKED_TRAINER = '''"""PTNL_PLUGINS file for the tests: a trainer whose check is a user error at seed 1, a bug otherwise."""
+from ptnl.errors import ConfigError
+from ptnl.trainers import register_trainer
+from ptnl.trainers.prompt_tuning import PTNL
+
+
+@register_trainer
+class CheckedPTNL(PTNL):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
+        if cfg.SEED == 1:
+            raise ConfigError("CheckedPTNL runs at any seed but 1: set --seed 2")
+        return {"SEED": cfg.SEED}["TRAINER.CHECKED"]  # a programming error: a KeyError
+'''
+
+
+def test_a_bug_inside_a_run_keeps_its_traceback_and_a_user_error_is_one_line(tmp_path):
+    """A KeyError is a bug wherever it comes from (it printed as a one-line user error while
+    ``USER_ERRORS`` held KeyError); only a ``PTNLError`` is one ``Error:`` line without traceback."""
+    plugin = tmp_path / "checked_trainer.py"
+    plugin.write_text(CHECKED_TRAINER)
+    argv = ["train.py", "--dry-run", "--trainer", "CheckedPTNL", "--root", data_root(tmp_path), "--dataset-config-file",
+            DTD, "--config-file", RN50, "--output-dir", str(tmp_path / "o"), "--seed"]
+    user = popen(argv + ["1"], env={"PTNL_PLUGINS": str(plugin)})
+    assert user.returncode == 2 and "Traceback" not in user.stderr, user.stderr[-3000:]
+    assert [ln for ln in user.stderr.splitlines() if ln.startswith("Error: ")] == [
+        "Error: CheckedPTNL runs at any seed but 1: set --seed 2"], user.stderr[-3000:]
+    bug = popen(argv + ["2"], env={"PTNL_PLUGINS": str(plugin)})
+    assert bug.returncode == 1, bug.stderr[-3000:]
+    assert "Traceback" in bug.stderr, bug.stderr[-3000:]
+    assert bug.stderr.rstrip().endswith("KeyError: 'TRAINER.CHECKED'"), bug.stderr[-3000:]
+    assert not [ln for ln in bug.stderr.splitlines() if ln.startswith("Error: ")], bug.stderr[-3000:]
+
+
+def test_a_mistyped_engine_is_one_line(tmp_path):
+    """PTNL_ENGINE is read when the engine is imported, inside the exit handler: a wrong value is
+    a user error (it was a ValueError traceback)."""
+    proc = popen(["train.py", "--dry-run"] + argv_for(data_root(tmp_path), "--output-dir", str(tmp_path / "o")),
+                 env={"PTNL_ENGINE": "buitlin"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("Error: ")] == [
+        "Error: PTNL_ENGINE must be 'dassl', 'builtin' or unset (auto), got 'buitlin'"], proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("opts, words", [

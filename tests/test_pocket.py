@@ -222,6 +222,7 @@ def test_a_different_image_set_is_refused_and_leaves_nothing(tmp_path, monkeypat
     """A machine whose numpy or Pillow draws other images gets an error naming both digests, and
     no world in the cache (``generate_dataset`` stubbed: a one-file dataset)."""
     import ptnl.pocket as pocket
+    import ptnl.pocket.builder as builder
 
     def tiny(root, log=None):
         os.makedirs(osp.join(root, "dtd", "images", "banded"))
@@ -230,7 +231,7 @@ def test_a_different_image_set_is_refused_and_leaves_nothing(tmp_path, monkeypat
                 f.write(b"other bytes")
         return pocket.images_digest(root)
 
-    monkeypatch.setattr(pocket, "generate_dataset", tiny)
+    monkeypatch.setattr(builder, "generate_dataset", tiny)
     with pytest.raises(pocket.PocketWorldError, match="sha256") as err:
         pocket.build(str(tmp_path))
     assert pocket.shipped()["images_sha256"] in str(err.value)
@@ -277,6 +278,7 @@ def test_build_is_atomic_and_reused(tmp_path, monkeypatch):
     """An interrupted build leaves no world behind (the next build starts afresh and cleans up);
     a finished one is found, not rebuilt. (``_build_into`` stubbed: no pretraining here.)"""
     import ptnl.pocket as pocket
+    import ptnl.pocket.builder as builder
     calls = []
 
     def fake(folder, log):
@@ -289,7 +291,7 @@ def test_build_is_atomic_and_reused(tmp_path, monkeypatch):
         with open(osp.join(folder, pocket.MANIFEST), "w") as f:
             json.dump({"resolution": 64}, f)
 
-    monkeypatch.setattr(pocket, "_build_into", fake)
+    monkeypatch.setattr(builder, "_build_into", fake)
     with pytest.raises(KeyboardInterrupt):
         pocket.build(str(tmp_path))
     parent = osp.dirname(pocket.world_dir(str(tmp_path)))
@@ -306,12 +308,13 @@ def test_ship_world_replaces_the_package_files_whole(tmp_path, monkeypatch):
     rename: the record is the given one less the comparison field, ends with a newline, and no
     temporary file is left beside them."""
     import ptnl.pocket as pocket_module
+    import ptnl.pocket.records as records
     weights = tmp_path / "new.pt"
     weights.write_bytes(b"weights-bytes")
     target = tmp_path / "package"
     target.mkdir()
-    monkeypatch.setattr(pocket_module, "SHIPPED_WEIGHTS", str(target / "pocket.pt"))
-    monkeypatch.setattr(pocket_module, "SHIPPED_RECORD", str(target / "pocket.json"))
+    monkeypatch.setattr(records, "SHIPPED_WEIGHTS", str(target / "pocket.pt"))
+    monkeypatch.setattr(records, "SHIPPED_RECORD", str(target / "pocket.json"))
     pocket_module.ship_world(str(weights), {"version": 9, "shipped_zero_shot_accuracy": 1.0})
     assert (target / "pocket.pt").read_bytes() == b"weights-bytes"
     text = (target / "pocket.json").read_text()

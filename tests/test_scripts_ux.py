@@ -66,7 +66,8 @@ def reports(calls):
 
 # ----------------------------------------------------------------------------- usage
 @pytest.mark.parametrize("script", ["scripts/ptnl/main.sh", "scripts/ptnl/sweep.sh", "scripts/ptnl/ablation.sh",
-                                    "scripts/ptnl/ctx_length.sh", "scripts/upl/main.sh"])
+                                    "scripts/ptnl/ctx_length.sh", "scripts/upl/main.sh", "scripts/ptnl/base2new.sh",
+                                    "scripts/ptnl/xd.sh"])
 def test_usage_is_the_comment_block_only(fake, script):
     proc, calls = fake(script, [])
     assert proc.returncode == 2 and not calls

@@ -197,7 +197,7 @@ def test_quick_exit_runs_exit_handlers_and_flushes_open_files(tmp_path):
         "import atexit, sys\n"
         "sys.path.insert(0, {repo!r})\n"
         "import torch.distributed\n"
-        "from ptnl.trainers import cli\n"
+        "from ptnl.cli import exits as cli\n"
         "f = open({data!r}, 'w')\n"
         "f.write('buffered, never flushed')\n"
         "atexit.register(lambda: open({marker!r}, 'w').write('ran'))\n"

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ptnl.clip.templates import class_prompts
-from ptnl.clip.text import normalize, tokenize
+from ptnl.clip.text import logit_bias, normalize, tokenize
 from ptnl.clip.weights import weights_digest
 from ptnl.compat import progress, read_image
 from ptnl.io import cache
@@ -21,7 +21,7 @@ def text_classifier(clip_model, classnames, templates):
     device = clip_model.logit_scale.device
     feats = []
     for template in templates:
-        f = clip_model.encode_text(tokenize(class_prompts(template, classnames)).to(device)).float()
+        f = clip_model.encode_text(tokenize(class_prompts(template, classnames), clip_model).to(device)).float()
         feats.append(normalize(f))
     w = torch.stack(feats).mean(0)
     return normalize(w)
@@ -96,7 +96,8 @@ def cached_image_features(encode_image, weights_path, dataset, split, paths, tra
 @torch.no_grad()
 def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset, batch_size=100,
                     num_workers=0, *, verify="stat"):
-    """[N, C] zero-shot logits (logit_scale x cosine) of the images ``paths``. Rows are cached
+    """[N, C] zero-shot logits (logit_scale x cosine, plus the model's logit bias where it has one) of
+    the images ``paths``. Rows are cached
     per image file and its identity under ``verify`` (``ptnl.io.cache.files_identity``) under a
     key of (weights digest, dataset, templates, classnames, transform, device type and dtype):
     images already cached are not recomputed, new or changed ones are (and replace their rows)."""
@@ -115,6 +116,8 @@ def zeroshot_logits(clip_model, paths, classnames, templates, transform, dataset
                                transform, clip_model.logit_scale.device, batch_size, num_workers,
                                desc="zero-shot CLIP on {} images".format(len(missing)))
         new = clip_model.logit_scale.exp().float().cpu() * feats @ w.t()
+        if logit_bias(clip_model) is not None:
+            new = new + logit_bias(clip_model).float().cpu()
         redone = set(missing)
         keep = [i for i, p in enumerate(stored["paths"]) if p not in redone]
         stored = {"paths": [stored["paths"][i] for i in keep] + missing,

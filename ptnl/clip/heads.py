@@ -4,18 +4,23 @@ prompts. (Prompt learners are in ``ptnl.clip.prompts``.)"""
 import torch
 import torch.nn as nn
 
-from ptnl.clip.text import TextEncoder, normalize, tokenize
+from ptnl.clip.text import TextEncoder, logit_bias, normalize, tokenize
 
 
 class TextClassifier:
     """CLIP's classification head for models that define ``text_features()`` (normalised [C, D]):
-    logits are ``logit_scale`` times the cosine of image and text features."""
+    logits are ``logit_scale`` times the cosine of image and text features, plus the model's
+    ``logit_bias`` where it has one (SigLIP: the logits of its per-class sigmoid scores; a softmax over
+    classes, as in CE and GCE, is unchanged by it)."""
 
     def classifier(self):
         """features [B, D] -> logits, with the text features computed once: evaluating many
         batches of cached features costs one text-encoder pass, not one per batch."""
         text = self.text_features().t()
         scale = self.logit_scale.exp()
+        bias = getattr(self, "logit_bias", None)
+        if bias is not None:
+            return lambda features: scale * normalize(features).type(self.dtype) @ text + bias
         return lambda features: scale * normalize(features).type(self.dtype) @ text
 
     def logits_from_features(self, features):
@@ -28,12 +33,13 @@ class TextClassifier:
 
 class LinearHead(nn.Module):
     """logits = scale * normalize(f) @ W^T + b, W [C, D]. Initialised from text features it
-    is zero-shot CLIP (Classifier-C); from random weights, Classifier-R."""
+    is zero-shot CLIP (Classifier-C); from random weights, Classifier-R. ``bias`` initialises b (the
+    model's logit bias, SigLIP's, so that Classifier-C starts as its zero-shot logits)."""
 
-    def __init__(self, weight, scale, normalize=True):
+    def __init__(self, weight, scale, normalize=True, bias=None):
         super().__init__()
         self.weight = nn.Parameter(weight.clone().float())
-        self.bias = nn.Parameter(torch.zeros(weight.shape[0]))
+        self.bias = nn.Parameter(torch.zeros(weight.shape[0]) + (0.0 if bias is None else float(torch.as_tensor(bias).detach())))
         self.register_buffer("scale", torch.as_tensor(float(scale)))
         self.normalize = normalize  # False: the raw features, as CoOp's linear probe
 
@@ -73,8 +79,9 @@ class TextTunedCLIP(TextClassifier, nn.Module):
         self.token_embedding = clip_model.token_embedding
         self.text_encoder = TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
+        self.logit_bias = logit_bias(clip_model)
         self.dtype = clip_model.dtype
-        self.register_buffer("tokenized_prompts", tokenize(prompts), persistent=False)
+        self.register_buffer("tokenized_prompts", tokenize(prompts, clip_model), persistent=False)
 
     def text_features(self):
         emb = self.token_embedding(self.tokenized_prompts).type(self.dtype)

@@ -4,8 +4,9 @@ its name or its weights' shapes without building the model."""
 import os
 import os.path as osp
 import re
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
+from ptnl.clip.open_clip_backbone import is_open_clip, open_clip_preprocess
 from ptnl.clip.weights import LOCAL_WEIGHTS, PRETRAINED, read_state_dict, resolve_weights
 from ptnl.errors import ConfigError
 
@@ -42,6 +43,8 @@ def input_resolution(name_or_path: str) -> int:
 
     Raises ``BackboneError`` for an unknown name or a file that is not CLIP weights.
     """
+    if is_open_clip(name_or_path):
+        return int(open_clip_preprocess(name_or_path)["size"])
     if not osp.isfile(osp.expanduser(name_or_path)):
         if name_or_path in PRETRAINED:
             m = re.search(r"@(\d+)px$", name_or_path)
@@ -66,3 +69,37 @@ def check_input_size(size, res: int, name: str) -> None:
     if tuple(size) != (res, res):
         raise ConfigError("INPUT.SIZE {} does not match the CLIP input resolution {} of {}; set INPUT.SIZE ({}, {}) "
                           "or leave INPUT.SIZE out to take the backbone's".format(tuple(size), res, name, res, res))
+
+
+def backbone_input(name: str) -> Dict[str, object]:
+    """The INPUT keys a backbone's own preprocessing implies: SIZE, and for open_clip backbones their
+    PIXEL_MEAN, PIXEL_STD and INTERPOLATION (from the model's pretrained config: SigLIP's are not
+    CLIP's); other backbones take CLIP's (``CLIP_INPUT``)."""
+    res = input_resolution(name)
+    if not is_open_clip(name):
+        return {"SIZE": (res, res), "PIXEL_MEAN": list(CLIP_MEAN), "PIXEL_STD": list(CLIP_STD),
+                "INTERPOLATION": CLIP_INPUT["INTERPOLATION"]}
+    pp = open_clip_preprocess(name)
+    if pp["interpolation"] not in ("bilinear", "bicubic", "nearest"):
+        raise ConfigError("open_clip backbone {} preprocesses with interpolation {!r}, which INPUT.INTERPOLATION cannot "
+                          "express".format(name, pp["interpolation"]))
+    return {"SIZE": (res, res), "PIXEL_MEAN": [float(x) for x in pp["mean"]], "PIXEL_STD": [float(x) for x in pp["std"]],
+            "INTERPOLATION": pp["interpolation"]}
+
+
+def use_backbone_input(cfg, given) -> List[str]:
+    """For an open_clip backbone, set INPUT.PIXEL_MEAN, PIXEL_STD and INTERPOLATION of an unfrozen
+    config to the model's own (``backbone_input``; a trainer yaml's values are OpenAI CLIP's) unless
+    the command line (``given``: its flat keys) sets them. Returns a note for the log. CoOp's
+    augmentations (INPUT.TRANSFORMS) stay on top; INPUT.SIZE is the caller's (``check_input_size``)."""
+    name = cfg.MODEL.BACKBONE.NAME
+    if not is_open_clip(name):
+        return []
+    wanted = backbone_input(name)
+    changed = []
+    for key in ("PIXEL_MEAN", "PIXEL_STD", "INTERPOLATION"):
+        current = cfg.INPUT[key] if key == "INTERPOLATION" else [float(x) for x in cfg.INPUT[key]]
+        if "INPUT." + key not in given and current != wanted[key]:
+            cfg.INPUT[key] = wanted[key]
+            changed.append("INPUT.{} {}".format(key, wanted[key]))
+    return ["Note: the preprocessing of backbone {} ({})".format(name, ", ".join(changed))] if changed else []

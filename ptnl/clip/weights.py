@@ -3,7 +3,9 @@
 Names are OpenAI's releases (downloaded into ``clip_cache_dir()`` unless downloads are off) or
 local weights registered with ``register_weights``: a function that returns the weights file
 (building it on first use). The loader knows no local name itself; ``ptnl.pocket`` registers
-``pocket`` when imported (``ptnl.plugins`` imports it for the trainers and ``train.py``).
+``pocket`` when imported (``ptnl.plugins`` imports it for the trainers and ``train.py``). Names
+starting with a registered prefix (``register_backbone_family``: ``open_clip:``, by
+``ptnl.clip.open_clip_backbone``) are resolved and loaded by that family.
 """
 import contextlib
 import hashlib
@@ -40,6 +42,20 @@ class WeightsNotFoundError(PTNLError, FileNotFoundError):
 LOCAL_WEIGHTS = Registry("local weights", "MODEL.BACKBONE.NAME", error=BackboneError)
 
 
+# Backbone families named by a prefix ("open_clip:"): prefix -> (resolve(name) -> path, load(name, device, prec)).
+FAMILIES: Dict[str, Tuple[Callable, Callable]] = {}
+
+
+def register_backbone_family(prefix: str, resolve: Callable, load: Callable) -> None:
+    """Names starting with ``prefix`` are resolved by ``resolve(name) -> weights file`` and loaded by
+    ``load(name, device=, prec=) -> model`` (with OpenAI CLIP's attributes; see ``ptnl.clip.text``)."""
+    FAMILIES[prefix] = (resolve, load)
+
+
+def _family(name):
+    return next((f for p, f in FAMILIES.items() if isinstance(name, str) and name.startswith(p)), None)
+
+
 def register_weights(name: str, **meta) -> Callable:
     """Decorator: ``fn() -> path`` provides the weights file of the local backbone ``name``;
     ``resolution=`` (an int, or a function returning it) tells its input size without building it."""
@@ -74,13 +90,16 @@ def resolve_weights(name_or_path: str) -> str:
     """
     if osp.isfile(osp.expanduser(name_or_path)):
         return osp.abspath(osp.expanduser(name_or_path))
+    if _family(name_or_path):
+        return _family(name_or_path)[0](name_or_path)
     if name_or_path in LOCAL_WEIGHTS:
         return LOCAL_WEIGHTS[name_or_path]()
     if name_or_path not in PRETRAINED:
         if os.sep in name_or_path or name_or_path.endswith((".pt", ".pth", ".bin")):
             raise BackboneError('CLIP weights file "{}" does not exist (MODEL.BACKBONE.NAME)'.format(name_or_path))
-        raise BackboneError("Unknown backbone {!r} (MODEL.BACKBONE.NAME): expected one of {} or a path "
-                            "to a weights file".format(name_or_path, ", ".join(available_models())))
+        raise BackboneError("Unknown backbone {!r} (MODEL.BACKBONE.NAME): expected one of {}, a path "
+                            "to a weights file or open_clip:ARCH/PRETRAINED".format(
+                                name_or_path, ", ".join(available_models())))
     url = PRETRAINED[name_or_path]
     root = clip_cache_dir()
     target = osp.join(root, osp.basename(url))
@@ -164,6 +183,8 @@ def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):
         prec: ``fp16`` keeps CLIP's half weights (CUDA only); fp32, amp and bf16 (autocast) get
             fp32 weights. On CPU the weights are always fp32.
     """
+    if _family(name_or_path):
+        return _family(name_or_path)[1](name_or_path, device=device, prec=prec)
     path = resolve_weights(name_or_path)
     shared = _SHARED.get("models")
     if shared is not None:  # inside shared_loads(): one model per (weights, device, precision, generator state)
@@ -216,6 +237,13 @@ def _build(sd, half: bool):
             block.attn_mask = model.build_attention_mask()
         torch.set_rng_state(after)
     return model.float() if rounds and not half else model
+
+
+def advance_like_openai_load(path: str) -> None:
+    """Move the torch generator as ``load_clip`` of the OpenAI-format weights file ``path`` does (CLIP's
+    initialisation draws), without keeping the model: another loader of the same weights then leaves
+    the same generator state, so the runs draw the same context."""
+    _build(read_state_dict(path), half=False)
 
 
 def _init_draws_key(sd, half):

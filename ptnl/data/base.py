@@ -4,7 +4,8 @@ A subclass names its folder, image folder, split file and template, and says how
 split when the split file is absent. This base reads the split (or builds and saves it,
 ``ptnl.data.splits``), draws the few-shot set exactly as Dassl does and reuses CoOp's few-shot
 pickles (``ptnl.data.fewshot``), and labels the training set through
-``ptnl.noise.label_training_set`` right after sampling, keeping every sample's true label.
+``ptnl.noise.label_training_set`` right after sampling: ``training_set`` (items, given and true
+labels, noise record) is what a trainer reads, and ``train_x`` its items.
 """
 import os.path as osp
 
@@ -12,6 +13,7 @@ from ptnl import compat
 from ptnl.clip.templates import dataset_template, register_template
 from ptnl.data.fewshot import FewShotCache
 from ptnl.data.splits import DatasetError, SplitFiles
+from ptnl.data.subsample import subsample_classes
 from ptnl.noise import label_training_set
 
 __all__ = ["DatasetError", "PTNLDatasetBase"]
@@ -49,22 +51,42 @@ class PTNLDatasetBase(SplitFiles, FewShotCache, compat.DatasetBase):
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots >= 1:
             train, val = self.load_or_sample_fewshot(train, val, num_shots, cfg.SEED)
+        train, val, test, self.full_train = subsample_classes(  # base-to-new: noise stays among the kept classes
+            cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"), train, val, test, self.full_train)
         classes = sorted({(d.label, d.classname) for d in self.full_train})
         lab2cname = dict(classes)
         split_read = next((p for p in (self.split_path, self._cache_path(self.split_file))
                            if self.split_file and osp.isfile(p)), None)  # its sha256 goes into noise.json
-        train, self.true_labels, self.noise_record = label_training_set(cfg, train, pool=self.full_train,
-                                                                        lab2cname=lab2cname, split_file=split_read)
-        super().__init__(train_x=train, val=val, test=test)
+        self.training_set = label_training_set(cfg, train, pool=self.full_train, lab2cname=lab2cname,
+                                               split_file=split_read)
+        super().__init__(train_x=self.training_set.items, val=val, test=test)
         # classes come from the whole training split, so noise or few-shot gaps cannot drop one
         self._num_classes = max(lab2cname) + 1
         self._lab2cname = lab2cname
         self._classnames = [lab2cname[k] for k in sorted(lab2cname)]
 
-    def set_training_set(self, items):
-        """Make ``items`` this dataset's ``train_x``: what a trainer trains on when it chose its own
-        training set (UPL's pseudo-labelled picks), so that ``dm.dataset.train_x`` tells the truth."""
-        self._train_x = items
+    @property
+    def true_labels(self):
+        """The true label of each ``train_x`` item (``training_set.true_labels``)."""
+        return self.training_set.true_labels
+
+    @property
+    def noise_record(self):
+        """``noise.json``'s content, None without noise (``training_set.record``)."""
+        return self.training_set.record
+
+    @noise_record.setter
+    def noise_record(self, record):  # a dataset that knows more of its noise (Food-101N's real noise)
+        self.training_set = self.training_set._replace(record=record)
+
+    # Whether humans verified some images' given (folder) labels (Food-101N): then the dataset
+    # overrides ``verification_of`` and sample selection scores its partition on the verified items.
+    VERIFIED_LABELS = False
+
+    def verification_of(self, impath):
+        """An image's given-label verification: 1 right, 0 wrong, None not verified (every image
+        here; see ``VERIFIED_LABELS``)."""
+        return None
 
     def __init_subclass__(cls, **kwargs):
         """A subclass that sets ``template`` registers it under its class name (DATASET.NAME)."""

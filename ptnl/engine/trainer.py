@@ -452,8 +452,8 @@ class TrainerX(SimpleTrainer):
 
 def batch_line(trainer, losses, batch_time, data_time):
     """Dassl's progress line of ``trainer``'s current training batch (epoch, batch, times,
-    losses, lr, ETA); a function, so that runs driven from outside ``run_epoch`` (grouped runs)
-    print it under either engine."""
+    losses, lr, ETA); a function, so that a batch loop outside this ``run_epoch`` (PTNL's trainers',
+    through ``ptnl.compat``) writes the same line under either engine."""
     nb_remain = (trainer.num_batches - trainer.batch_idx - 1
                  + (trainer.max_epoch - trainer.epoch - 1) * trainer.num_batches)
     eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))

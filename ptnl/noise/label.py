@@ -4,11 +4,13 @@
 scores for confusion noise included). It is called with the same arguments from the two places a
 training set is made: PTNL's dataset base right after few-shot sampling (with the full training
 split as the swap pool), and the trainer base for a dataset that added no noise (a CoOp fork's,
-no pool). ``noisy_items`` is its engine-free core over lists of Dassl ``Datum``. With
-DATASET.NOISE.FILE it trains on exactly the set a noisy-set file lists (``ptnl.noise.files``).
+no pool). It returns one ``TrainingSet``: the items trained on, their true labels and the noise
+record; the trainer reads that object and nothing writes labels anywhere else. ``noisy_items`` is
+its engine-free core over lists of Dassl ``Datum``. With DATASET.NOISE.FILE it trains on exactly the
+set a noisy-set file lists (``ptnl.noise.files``).
 """
 import os.path as osp
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,8 +26,26 @@ log = get_logger(__name__)
 Result = Tuple[list, List[int], Optional[dict]]
 
 
+class TrainingSet(NamedTuple):
+    """A run's training set, as labelled once: ``items`` (Dassl ``Datum``; ``label`` is the given
+    label, the one trained on), each item's ``true_labels`` (same order) and the noise ``record``
+    (``noise.json``'s content; None without noise)."""
+
+    items: list
+    true_labels: List[int]
+    record: Optional[dict]
+
+    @property
+    def given_labels(self) -> List[int]:
+        return [d.label for d in self.items]
+
+    def true_label_of(self) -> Dict[str, int]:
+        """{image path: true label} (the diagnostics' lookup from a batch's ``impath``)."""
+        return {d.impath: t for d, t in zip(self.items, self.true_labels)}
+
+
 def label_training_set(cfg, items: Sequence, *, pool: Optional[Sequence], lab2cname: Dict[int, str],
-                       split_file: Optional[str] = None) -> Result:
+                       split_file: Optional[str] = None) -> TrainingSet:
     """The training set of a run, labelled with its noise protocol, or read from DATASET.NOISE.FILE.
 
     Args:
@@ -37,17 +57,17 @@ def label_training_set(cfg, items: Sequence, *, pool: Optional[Sequence], lab2cn
         lab2cname: label -> class name, of every class.
         split_file: the split file the dataset read, if any; its sha256 goes into the record.
 
-    Returns ``(items to train on, their true labels, noise record or None)``: unchanged items and
-    no record at rate 0 (or without DATASET.NOISE); the record is ``noise.json``'s content. Mode
+    Returns the ``TrainingSet`` (items to train on, their true labels, noise record or None):
+    unchanged items and no record at rate 0 (or without DATASET.NOISE). Mode
     ``release`` draws its own few-shot set from ``pool`` (``items`` are not used), at rate 0 too.
     With DATASET.NOISE.FILE the file decides the items and their labels (``items`` are not used).
     """
     noise = getattr(cfg.DATASET, "NOISE", None)
     if noise is not None and getattr(noise, "FILE", ""):
         new_items, true, record = file_training_set(cfg, items, pool=pool, lab2cname=lab2cname)
-        return new_items, true, _with_dataset(record, cfg, lab2cname, split_file)
+        return TrainingSet(new_items, true, _with_dataset(record, cfg, lab2cname, split_file))
     if noise is None or (noise.RATE == 0 and noise.MODE != "release"):
-        return items, [d.label for d in items], None
+        return TrainingSet(items, [d.label for d in items], None)
     if pool is None and noise.MODE in ("swap", "release"):
         raise NoiseError("DATASET.NOISE.MODE {} needs the full training split, which dataset {} does "
                          "not expose (a PTNL dataset class does). Use DATASET.NOISE.MODE flip.".format(
@@ -62,7 +82,7 @@ def label_training_set(cfg, items: Sequence, *, pool: Optional[Sequence], lab2cn
         classnames=lab2cname, score_fn=ConfusionScorer(cfg, classnames),
         num_shots=cfg.DATASET.NUM_SHOTS if cfg.DATASET.NUM_SHOTS > 0 else None,
         duplicates=bool(getattr(noise, "RELEASE_DUPLICATES", False)))
-    return new_items, true, _with_dataset(record, cfg, lab2cname, split_file)
+    return TrainingSet(new_items, true, _with_dataset(record, cfg, lab2cname, split_file))
 
 
 def _with_dataset(record: dict, cfg, lab2cname: Dict[int, str], split_file: Optional[str]) -> dict:

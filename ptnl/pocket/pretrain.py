@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ptnl.clip.preprocess import CLIP_MEAN, CLIP_STD
+from ptnl.io import atomic_write
 from ptnl.pocket import world
 
 with warnings.catch_warnings():
@@ -129,7 +130,7 @@ def save_weights(model, path):
     """The state dict in fp16 (as OpenAI ships CLIP; ``clip.model.build_model`` converts to fp16
     anyway), integer buffers unchanged."""
     sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    torch.save(sd, path)
+    atomic_write(path, lambda f: torch.save(sd, f), mode="wb")
     return path
 
 

@@ -3,7 +3,7 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
-from ptnl.runs.identity import ABSENT, ignored_keys, show_value
+from ptnl.runs.identity import ABSENT, baseline, ignored_keys, known_defaults, show_value
 from ptnl.runs.layout import setting_dir
 from ptnl.runs.read import GROUP_KEYS, RUN_SETTINGS, SEED_FREE_TRAINERS
 
@@ -164,12 +164,18 @@ def _name_differences(rows):
         if len({r["settings_digest"] for r in fam}) < 2:
             continue
         known = [r for r in fam if isinstance(r.get("config"), dict)]
-        ignore = set(ignored_keys(*[r["config"] for r in known])) | {"DATASET.NOISE.RATE"}
+        sections = {s for r in known for s in r.get("config_sections") or ()}
+        ignore = set(ignored_keys(*[r["config"] for r in known], sections=sections)) | {"DATASET.NOISE.RATE"}
         keys = sorted({k for r in known for k in r["config"]} - ignore)
-        varying = [k for k in keys if len({show_value(r["config"].get(k, ABSENT)) for r in known}) > 1]
+
+        defaults = known_defaults()
+
+        def value(r, k):  # a key its record lacks: what it stood at (ptnl.runs.identity.baseline)
+            return show_value(r["config"][k] if k in r["config"] else baseline(k, r.get("config_defaults"), defaults))
+        varying = [k for k in keys if len({value(r, k) for r in known}) > 1]
         for r in known:
             r["differs_keys"] = varying
-            r["differs"] = " ".join("{}={}".format(k, show_value(r["config"].get(k, ABSENT))) for k in varying)
+            r["differs"] = " ".join("{}={}".format(k, value(r, k)) for k in varying)
         rates_known = {r["noise_rate"] for r in known}
         for r in fam:
             if r not in known and r["noise_rate"] in rates_known:

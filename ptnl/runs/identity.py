@@ -2,12 +2,12 @@
 ``results.json`` as ``config``), the digest of the part of it that can change results
 (``settings_digest``), the keys where two configs differ, and the check ``train.py`` makes before it
 trains into a folder that already holds a finished run. Pure functions over dicts (a yacs
-``CfgNode`` is a dict); no torch, no yacs."""
+``CfgNode`` is a dict); no torch (the keys' defaults come from ``ptnl.config``)."""
 import hashlib
 import json
 import os.path as osp
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ptnl.runs.files import RESULTS_FILE
 
@@ -17,15 +17,19 @@ from ptnl.runs.files import RESULTS_FILE
 NON_RESULT_KEYS = (
     "SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE", "TRAIN.PRINT_FREQ", "DATALOADER.NUM_WORKERS",
     "USE_CUDA", "TRAINER.PTNL.KEEP_CHECKPOINTS", "TRAINER.PTNL.SAVE_TEST_LOGITS", "TRAINER.PTNL.SAVE_TRAIN_PROBS",
-    "TRAINER.PTNL.DECODE_CACHE_MB",
+    "TRAINER.PTNL.DECODE_CACHE_MB", "TRAINER.PTNL.STACK",
     "TRAINER.PTNL.CACHE_FEATURES", "TRAINER.PTNL.CACHE_VERIFY", "TRAIN.CHECKPOINT_FREQ",
 )
 ABSENT = "(absent)"  # how a key one config lacks is shown
 # The worker count changes results only with Dassl's own loader stream (ptnl.data.randomness).
 WORKERS_MATTER = ("DATALOADER.RANDOMNESS", "coop")
-# A method's own keys change only its own runs: ignored unless one of the configs runs that trainer
-# (runs made before the keys existed keep their identity and settings digest).
-METHOD_KEYS = {"TRAINER.JOAPR.": "JoAPR", "TRAINER.NLPROMPT.": "NLPrompt"}
+# Sections of the config that belong to one trainer or one dataset: a key under TRAINER.<S>. (but the shared
+# TRAINER.PTNL.) counts only for runs whose trainer reads section S, one under DATASET.<S>. (but the shared
+# DATASET.NOISE.) only for runs of dataset S. A run's trainer reads the section named as it is (TRAINER.NAME
+# JoAPR: TRAINER.JOAPR, LinearProbe: TRAINER.LINEAR_PROBE; case and "_" aside) and, where results.json lists
+# them (``config_sections``, derived from the class: a subclass of JoAPR reads TRAINER.JOAPR too), those.
+SHARED_SECTIONS = ("TRAINER.PTNL.", "DATASET.NOISE.")
+OWNED_BY = {"TRAINER": "TRAINER.NAME", "DATASET": "DATASET.NAME"}  # section kind: the key naming its reader
 
 
 # A key that a finished run's record lacks was added after that run. Its run behaved as the key's
@@ -38,17 +42,67 @@ IMPLIED_WHEN_ABSENT = {
 }
 
 
-def ignored_keys(*flats: Dict) -> Tuple[str, ...]:
+def known_defaults() -> Dict:
+    """The defaults ``ptnl.config`` gives the keys PTNL and the loaded plugins add (``added_defaults``)."""
+    from ptnl.config import added_defaults  # here: the sweep, which reads no digest, needs no yacs
+    return added_defaults()
+
+
+def baseline(key: str, defaults: Optional[Dict] = None, known: Optional[Dict] = None):
+    """What ``key`` stood at in a run whose record lacks it: its ``IMPLIED_WHEN_ABSENT`` value, else its
+    default as ``ptnl.config`` gives it in this process (``known``, default ``known_defaults()``: plugins
+    loaded), else in ``defaults`` (e.g. the run's own record of them, results.json ``config_defaults``);
+    ``ABSENT`` for a key none of them knows."""
+    if key in IMPLIED_WHEN_ABSENT:
+        return IMPLIED_WHEN_ABSENT[key]
+    known = known_defaults() if known is None else known
+    if key in known:
+        return known[key]
+    return (defaults or {}).get(key, ABSENT)
+
+
+def _norm(name) -> str:
+    return str(name).upper().replace("_", "")
+
+
+def _section(key: str) -> Optional[str]:
+    """``TRAINER.<S>.`` or ``DATASET.<S>.`` of a key that belongs to one trainer or dataset, else None."""
+    parts = key.split(".")
+    if len(parts) < 3 or parts[0] not in OWNED_BY:
+        return None
+    prefix = "{}.{}.".format(parts[0], parts[1])
+    return None if prefix in SHARED_SECTIONS else prefix
+
+
+def reads(flat: Dict, section: str, sections: Optional[Iterable[str]] = None) -> bool:
+    """Whether the run of ``flat`` reads ``section``: it is named as the run's trainer (dataset), or listed
+    in ``sections`` (results.json ``config_sections``)."""
+    kind, name = section.split(".")[:2]
+    return _norm(name) == _norm(flat.get(OWNED_BY[kind])) or section in (sections or ())
+
+
+def ignored_keys(*flats: Dict, sections: Optional[Iterable[str]] = None) -> Tuple[str, ...]:
     """NON_RESULT_KEYS, less DATALOADER.NUM_WORKERS when one of ``flats`` ran with
-    ``DATALOADER.RANDOMNESS coop`` (or predates the key, i.e. ran CoOp's stream), plus the keys of
-    the methods (``METHOD_KEYS``) that none of ``flats`` trains."""
+    ``DATALOADER.RANDOMNESS coop`` (or predates the key, i.e. ran CoOp's stream), plus the keys of the
+    trainer and dataset sections that none of their runs reads (``reads``; ``sections``: those their
+    records list, all runs' together)."""
     key, value = WORKERS_MATTER
     keys = NON_RESULT_KEYS
     if any(f.get(key, value) == value for f in flats):
         keys = tuple(k for k in NON_RESULT_KEYS if k != "DATALOADER.NUM_WORKERS")
-    trainers = {f.get("TRAINER.NAME") for f in flats}
-    unused = [prefix for prefix, name in METHOD_KEYS.items() if name not in trainers]
-    return keys + tuple(sorted({k for f in flats for k in f if k.startswith(tuple(unused))})) if unused else keys
+    owned = {_section(k) for f in flats for k in f} - {None}
+    unread = {s for s in owned if not any(reads(f, s, sections) for f in flats)}
+    return keys + tuple(sorted(k for k in {k for f in flats for k in f} if _section(k) in unread))
+
+
+def identity_settings(flat: Dict, sections: Optional[Iterable[str]] = None, defaults: Optional[Dict] = None) -> Dict:
+    """What a run's identity is made of: ``result_settings`` less the keys at their ``baseline`` (a key at
+    its default, or added after the run, splits no seeds; a key whose default none knows counts as it is).
+    ``sections``, ``defaults``: the run's records of them (results.json ``config_sections``,
+    ``config_defaults``), where there are."""
+    known = known_defaults()
+    return {k: v for k, v in result_settings(flat, ignored_keys(flat, sections=sections)).items()
+            if baseline(k, defaults, known) != v}
 
 
 def _jsonable(v):
@@ -77,26 +131,36 @@ def result_settings(flat: Dict, ignore=None) -> Dict:
     return {k: v for k, v in flat.items() if k not in ignore}
 
 
-def settings_digest(flat: Dict) -> str:
-    """sha256 over the settings that can change results (``flat`` minus ``ignored_keys``): runs
-    with equal digests are seeds of one experiment and may be averaged."""
-    text = json.dumps(result_settings(flat), sort_keys=True, separators=(",", ":"))
+def settings_digest(flat: Dict, sections: Optional[Iterable[str]] = None, defaults: Optional[Dict] = None) -> str:
+    """sha256 over the settings that can change results and are not at their baseline
+    (``identity_settings``): runs with equal digests are seeds of one experiment and may be averaged.
+    A key added later (a plugin's, a new option) changes no earlier run's digest, and a run that
+    leaves it at its default shares theirs.
+
+    Args:
+        flat: a run's flat config (``flat_config``, results.json ``config``).
+        sections: the config sections its trainer reads (results.json ``config_sections``).
+        defaults: the defaults of its config keys as its run knew them (results.json ``config_defaults``:
+            a plugin's keys, where this process has not loaded the plugin).
+    """
+    text = json.dumps(identity_settings(flat, sections, defaults), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def config_diff(a: Dict, b: Dict, ignore=None, defaults: Optional[Dict] = None) -> List[Tuple[str, object, object]]:
+def config_diff(a: Dict, b: Dict, ignore=None, defaults: Optional[Dict] = None,
+                sections: Optional[Iterable[str]] = None) -> List[Tuple[str, object, object]]:
     """(key, value in a, value in b) for every result-changing key where two flat configs differ,
-    sorted by key. A key ``a`` (a stored record) lacks takes its ``IMPLIED_WHEN_ABSENT`` value, else
-    its value in ``defaults`` (the current flat defaults: the key was added later, at the behaviour
-    older runs had), else shows as ``ABSENT``."""
-    ignore = ignored_keys(a, b) if ignore is None else ignore
-    defaults = defaults or {}
-    out = []
+    sorted by key. A key one of them (a stored record) lacks takes its ``baseline``: its
+    ``IMPLIED_WHEN_ABSENT`` value, else its value in ``defaults`` (the current flat defaults: the key was
+    added later, at the behaviour older runs had) or in ``ptnl.config``, else shows as ``ABSENT``.
+    ``sections``: as ``ignored_keys``."""
+    ignore = ignored_keys(a, b, sections=sections) if ignore is None else ignore
+    known, out = known_defaults(), []
     for k in sorted(set(a) | set(b)):
         if k in ignore:
             continue
-        va = a[k] if k in a else IMPLIED_WHEN_ABSENT.get(k, defaults.get(k, ABSENT))
-        vb = b.get(k, ABSENT)
+        va = a[k] if k in a else baseline(k, defaults, known)
+        vb = b[k] if k in b else baseline(k, defaults, known)
         if va != vb:
             out.append((k, va, vb))
     return out
@@ -134,7 +198,8 @@ def finished_run(cfg, results_file: Optional[str] = None, defaults: Optional[Dic
     keep = ("To keep both runs, write this one elsewhere: OUT=<folder> or VARIANT=<name> with scripts/ptnl/"
             "main.sh, or another --output-dir with train.py; to replace it, delete {}".format(out_dir))
     if isinstance(stored.get("config"), dict):
-        diff = config_diff(stored["config"], flat_config(cfg), defaults=defaults)
+        diff = config_diff(stored["config"], flat_config(cfg), defaults=defaults,
+                           sections=stored.get("config_sections"))  # the same trainer, or TRAINER.NAME differs
         if not diff:
             return 0, "Done already: {}".format(out_dir)
         lines = ["{} holds a finished run with other settings:".format(out_dir)]

@@ -6,7 +6,8 @@
 settings (LinearProbe, ClassifierR, ...; older trees carry the long form for them too); <rate> is
 Python's repr of the float (``rate_name``; older trees may hold ``0.50``, read as the same rate);
 <backbone> is the CLIP_WEIGHTS name when one was given (``pocket``, a weights file's name without
-extension), else the script's BACKBONE argument. Read back from a run folder's path."""
+extension, ``arch@pretrained`` for ``open_clip:arch/pretrained``), else the script's BACKBONE
+argument. Read back from a run folder's path."""
 import ast
 import os
 import os.path as osp

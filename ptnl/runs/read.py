@@ -10,6 +10,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ptnl.io.log import ago
 from ptnl.runs.files import EVALUATION_FILE, RESULTS_FILE
+from ptnl.runs.identity import settings_digest
 from ptnl.runs.layout import parse_run_path
 from ptnl.runs.logs import END_LINES, LOG_RE, log_files, parse_log
 
@@ -193,8 +194,11 @@ def load_run(run_dir: str) -> Dict:
         r["ctp"], r["ctx_init"] = prompt.get("class_token_position"), prompt.get("ctx_init")
         r.setdefault("gce_q", None)
         r["variant"] = parse_run_path(run_dir).get("variant")
-        r.setdefault("settings_digest", None)  # absent: written before per-key config records
         r.setdefault("config", None)
+        r.setdefault("config_sections", None)  # the TRAINER.<S>. sections its trainer reads, where recorded
+        if isinstance(r["config"], dict):  # recomputed: the digest of this version, whatever wrote the file
+            r["settings_digest"] = settings_digest(r["config"], r["config_sections"], r.get("config_defaults"))
+        r.setdefault("settings_digest", None)  # absent: written before per-key config records
         r.setdefault("loss_options", None)  # {CFG_KEY: {"value": v, "default": d}} of the run's loss, where recorded
         r["source"], r["unknown"] = RESULTS_FILE, []
         _add_derived(r, r["config"] if isinstance(r["config"], dict) else None)

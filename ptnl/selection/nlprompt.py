@@ -8,15 +8,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ptnl.errors import ConfigError
+from ptnl.errors import ConfigError, PTNLError
 
 COSTS = ("p", "logp")  # p: the release's cost (-p up to a row constant); logp: the paper's -log p
 SOLVERS = ("sinkhorn", "sinkhorn_log", "auto")
 
 
-class PlanUnderflow(RuntimeError):
+class PlanUnderflow(PTNLError, RuntimeError):
     """The Sinkhorn plan underflowed (rows of zeros or NaN): the regularisation is too small for
-    the cost's scale."""
+    the cost's scale (a user error: the message names the settings that fix it)."""
 
 
 def ot_cost(logits: torch.Tensor, cost: str = "p") -> np.ndarray:

@@ -5,13 +5,16 @@ the default; gpus with ``GPUS``; slurm with ``SBATCH_ARGS`` and ``MAX_PARALLEL``
 ``DRY_RUN=1`` (or ``plan``) it only prints the plan in a few lines (``VERBOSE=1``: every run and,
 for DRY_RUN, each run's resolved config), a GPU-hours estimate and what train.py's checks say.
 ``status``: done, settings differ, running, queued, interrupted, failed (and why) and missing runs of
-every plan under OUT. ``task`` and ``summary`` are what the SLURM jobs run."""
+every plan under OUT. ``task`` and ``summary`` are what the SLURM jobs run. The files named in
+``PTNL_PLUGINS`` are loaded first (a sweep engine of one's own: ``register_executor``), without torch."""
 import argparse
 import json
 import os
 import os.path as osp
 import sys
 
+from ptnl.errors import PluginError
+from ptnl.io.plugins import import_plugins
 from ptnl.sweep import engines, slurm, status
 from ptnl.sweep.plan import (PlanError, answer_text, check_plan, differences, discard_plan, finished, load_plan,
                              make_plan, out_problem, plan_path, run_reports, save_plan, settings_state)
@@ -140,8 +143,9 @@ def main(argv=None):
     s.add_argument("plan")
     a = p.parse_args(argv)
     try:
+        import_plugins()  # PTNL_PLUGINS: an engine of one's own (ptnl.sweep.engines.register_executor)
         return dispatch(a)
-    except PlanError as e:
+    except (PlanError, PluginError) as e:
         print(e, file=sys.stderr)
         return 2
     except OSError as e:  # a folder that cannot be written, a file that cannot be read: one line

@@ -186,7 +186,7 @@ def train_checks(runs: Sequence[Dict], dry: Sequence[bool], cwd: Optional[str] =
     (``dry`` False) gets its settings check (code 0: the same settings, "Done already"; 3: other
     settings, the message names each key; see ``differing_keys``), a run to check (``dry`` True)
     train.py's ``--dry-run`` checks. One process per Python of the plan
-    (``scripts/ptnl/check_settings.py`` runs ``train.prepare`` on each); where that process does not
+    (``scripts/ptnl/check_settings.py`` runs ``ptnl.cli.runner.prepare`` on each); where that process does not
     answer (a PYTHON wrapper that only runs train.py), each run's own train.py is asked."""
     answers: List[Optional[Dict]] = [None] * len(runs)
     by_python: Dict[tuple, List[int]] = {}

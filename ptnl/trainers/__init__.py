@@ -15,6 +15,10 @@ from ptnl.trainers.prompt_tuning import PTNL, CLSTuning, FullPromptTuning  # noq
 from ptnl.trainers.classifiers import ClassifierC, ClassifierR, TEncFT, ZeroshotCLIP  # noqa: F401
 from ptnl.trainers.baselines import ImageNetFT, LinearProbe  # noqa: F401
 from ptnl.trainers.upl import UPL  # noqa: F401
+from ptnl.trainers.cocoop import CoCoOp  # noqa: F401
+from ptnl.trainers.kgcoop import KgCoOp  # noqa: F401
+from ptnl.trainers.maple import MaPLe  # noqa: F401
+from ptnl.trainers.promptsrc import PromptSRC  # noqa: F401
 from ptnl.trainers.selection import JoAPR, NLPrompt, SampleSelectionTrainer  # noqa: F401
 
 

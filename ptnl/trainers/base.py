@@ -18,19 +18,22 @@ from ptnl import compat
 from ptnl import plugins  # noqa: F401  (registers the built-in local weights names, e.g. "pocket")
 from ptnl.clip.preprocess import check_input_size
 from ptnl.clip.weights import effective_precision, load_clip
+from ptnl.data.base import PTNLDatasetBase
 from ptnl.data.decoded import wrapper_for
-from ptnl.data.randomness import build_train_loader, check_randomness, set_loader_epoch
-from ptnl.config import check_values
+from ptnl.data.manager import RunData
+from ptnl.data.randomness import check_randomness, set_loader_epoch
+from ptnl.config import added_defaults, check_values
 from ptnl.errors import ConfigError, PTNLError
 from ptnl.io import atomic_write, get_logger, write_json_atomic
 from ptnl.io.cache import check_verify
-from ptnl.losses import loss_from_cfg, loss_options
-from ptnl.noise import check_protocol, label_training_set
+from ptnl.losses import loss_from_cfg, loss_line, loss_options
+from ptnl.noise import TrainingSet, check_protocol, label_training_set
 from ptnl.runs.files import DIAG_FILE, DIVERGED_FILE, NOISE_FILE, RESULTS_FILE, config_digest
 from ptnl.runs.identity import flat_config, settings_digest
 from ptnl.trainers.diagnostics import SCALARS, EpochDiagnostics, epoch_line, per_sample_grad_norms
 from ptnl.trainers import preemption
 from ptnl.trainers.evaluation import FeatureEvaluation
+from ptnl.trainers.registry import config_sections
 from ptnl.trainers.train_probs import save_train_probs
 
 log = get_logger(__name__)
@@ -81,7 +84,15 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         super().__init__(cfg)
 
     # ------------------------------------------------------------------ config and data
-    def check_cfg(self, cfg):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.__dict__.get("check_cfg", classmethod(print)), classmethod):
+            raise TypeError("{}.check_cfg must be a @classmethod: train.py checks a config before it builds the "
+                            "trainer".format(cls.__qualname__))
+
+    @classmethod
+    def check_cfg(cls, cfg):
+        """The config's checks, before the trainer is built (``train.py --dry-run`` runs them too)."""
         check_values(cfg)  # every key's type and range: one line naming the key and what it takes
         opts = cfg.TRAINER.PTNL
         if opts.PREC not in PRECISIONS:
@@ -92,34 +103,25 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         check_verify(opts.CACHE_VERIFY)  # an unknown mode fails now, not at the first cached feature
 
     def build_data_loader(self):
-        super().build_data_loader()
-        dataset = self.dm.dataset
-        train, true_labels, self.noise_record = self.training_set(dataset)
-        self.train_items = train
-        self.true_label_of = {d.impath: t for d, t in zip(train, true_labels)}
-        if hasattr(dataset, "set_training_set"):  # PTNL's datasets tell what is trained on; others are left alone
-            dataset.set_training_set(train)
-        if (train is not self._loader_source or self.cfg.DATALOADER.RANDOMNESS != "coop"
-                or (self.TRAINS and self.cfg.TRAINER.PTNL.DECODE_CACHE_MB > 0)):
-            self.train_loader_x = self.dm.train_loader_x = self._rebuild_train_loader(train)
+        """Dassl's data (``RunData``: dataset, transforms, evaluation loaders, summary), the run's
+        training set (``training_set``), and the training loader built once over its items."""
+        self.dm = dm = RunData(self.cfg)
+        self.training = self.training_set(dm.dataset)
+        self.train_items = self.training.items
+        self.true_label_of = self.training.true_label_of()
+        self.noise_record = self.training.record
+        wrapper = wrapper_for(self.cfg.TRAINER.PTNL.DECODE_CACHE_MB) if self.TRAINS else None
+        self.train_loader_x = dm.build_train_loader(self.train_items, dataset_wrapper=wrapper)
+        self.train_loader_u, self.val_loader, self.test_loader = dm.train_loader_u, dm.val_loader, dm.test_loader
+        self.num_classes, self.num_source_domains, self.lab2cname = dm.num_classes, dm.num_source_domains, dm.lab2cname
 
-    def training_set(self, dataset) -> Tuple[list, list, object]:
-        """(items to train on, their true labels, noise record or None). PTNL's datasets labelled
-        their training set when built; any other dataset gets the same call here, without the
-        full training split (so only DATASET.NOISE.MODE flip works there)."""
-        if hasattr(dataset, "noise_record"):
-            return dataset.train_x, dataset.true_labels, dataset.noise_record
+    def training_set(self, dataset) -> TrainingSet:
+        """The run's ``TrainingSet`` (items to train on, their true labels, noise record or None).
+        PTNL's datasets labelled theirs when built; any other dataset (a CoOp fork's) gets the same
+        call here, without the full training split (so only DATASET.NOISE.MODE flip works there)."""
+        if isinstance(dataset, PTNLDatasetBase):
+            return dataset.training_set
         return label_training_set(self.cfg, dataset.train_x, pool=None, lab2cname=dataset.lab2cname)
-
-    @property
-    def _loader_source(self):
-        return self.dm.train_loader_x.dataset.data_source
-
-    def _rebuild_train_loader(self, data_source):
-        """The train loader over ``data_source`` with DATALOADER.RANDOMNESS (``ptnl.data.randomness``),
-        decoded images kept in memory when TRAINER.PTNL.DECODE_CACHE_MB allows."""
-        return build_train_loader(self.cfg, data_source, self.dm.train_loader_x.dataset.transform,
-                                  dataset_wrapper=wrapper_for(self.cfg.TRAINER.PTNL.DECODE_CACHE_MB))
 
     # ------------------------------------------------------------------ model helpers
     @property
@@ -155,6 +157,45 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         """Freeze every parameter whose name does not start with one of ``trainable_prefixes``."""
         for name, param in model.named_parameters():
             param.requires_grad_(any(name.startswith(p) for p in trainable_prefixes))
+
+    # ------------------------------------------------------------------ the batch loop
+    def run_epoch(self):
+        """One pass over the training loader: Dassl's ``run_epoch``, through ``run_batches``."""
+        self.run_batches(self.train_loader_x, len(self.train_loader_x))
+
+    def run_batches(self, batches, num_batches: int):
+        """The one batch loop of every PTNL trainer (a lone run, a sample-selection method's own
+        batches, and, batch by batch through ``start_batches`` / ``train_batch``, grouped runs):
+        ``forward_backward`` on each of ``batches`` (``num_batches`` of them; the lr steps after
+        the last), Dassl's progress line and per-batch TensorBoard scalars."""
+        meters = self.start_batches(num_batches)
+        end = time.time()
+        for batch_idx, batch in enumerate(batches):
+            started = time.time()
+            self.train_batch(batch_idx, batch, meters, started - end, started)
+            end = time.time()
+
+    def start_batches(self, num_batches: int):
+        """Train mode, the epoch's batch count, and fresh meters (losses, batch time, data time)."""
+        self.set_model_mode("train")
+        self.num_batches = num_batches
+        return compat.MetricMeter(), compat.AverageMeter(), compat.AverageMeter()
+
+    def train_batch(self, batch_idx: int, batch, meters, data_seconds: float, started: float) -> Dict:
+        """One training batch: ``forward_backward``, the meters, Dassl's progress line every
+        TRAIN.PRINT_FREQ batches (or every batch when the epoch has fewer), the scalars.
+        ``data_seconds``: the wait for the batch; ``started``: when its training began."""
+        losses, batch_time, data_time = meters
+        self.batch_idx = batch_idx
+        summary = self.forward_backward(batch)
+        data_time.update(data_seconds)
+        batch_time.update(data_seconds + time.time() - started)
+        losses.update(summary)
+        freq = self.cfg.TRAIN.PRINT_FREQ
+        if (batch_idx + 1) % freq == 0 or self.num_batches < freq:
+            log.info(compat.batch_line(self, losses, batch_time, data_time))
+        compat.write_batch_scalars(self, losses)
+        return summary
 
     # ------------------------------------------------------------------ training step
     def parse_batch_train(self, batch):
@@ -280,8 +321,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
 
     # ------------------------------------------------------------------ life cycle
     def before_train(self):
-        log.info("Loss: {}{}".format(self.cfg.TRAINER.PTNL.LOSS, " (q={})".format(self.cfg.TRAINER.PTNL.GCE_Q)
-                                   if self.cfg.TRAINER.PTNL.LOSS == "gce" else ""))
+        log.info("Loss: {}".format(loss_line(self.cfg)))
         if self.noise_record is not None:
             write_json_atomic(osp.join(self.output_dir, NOISE_FILE), self.noise_record)
             log.info("Label noise: {} {} rate {} -> {} noisy of {} (realised {:.4f})".format(
@@ -391,5 +431,7 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
             "randomness": cfg.DATALOADER.RANDOMNESS, "num_workers": cfg.DATALOADER.NUM_WORKERS,
             "config_digest": config_digest(cfg),
             "config": flat_config(cfg),  # every key; settings_digest: those that can change results
-            "settings_digest": settings_digest(flat_config(cfg)),
+            "config_sections": config_sections(type(self), cfg),  # the TRAINER.<S>. sections it reads
+            "config_defaults": added_defaults(),  # PTNL's and plugins' keys' defaults: readers without the plugins
+            "settings_digest": settings_digest(flat_config(cfg), config_sections(type(self), cfg)),
         }

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from ptnl.clip.heads import ImageClassifier, LinearHead
+from ptnl.clip.text import embed_dim
 from ptnl.clip.weights import BackboneError, WeightsNotFoundError, downloads_off
 from ptnl.errors import ConfigError
 from ptnl.io import get_logger
@@ -64,7 +65,8 @@ class LinearProbe(PTNLTrainerBase):
 
     TRAINS = False
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         if cfg.TRAINER.LINEAR_PROBE.PROTOCOL not in PROTOCOLS:
             raise ConfigError("TRAINER.LINEAR_PROBE.PROTOCOL must be one of {}, got {!r}".format(
@@ -73,7 +75,7 @@ class LinearProbe(PTNLTrainerBase):
     def build_model(self):
         clip_model = self.load_clip_model()
         num_classes = self.dm.num_classes
-        dim = clip_model.text_projection.shape[1]
+        dim = embed_dim(clip_model)
         self.model = ImageClassifier(clip_model, LinearHead(torch.zeros(num_classes, dim), 1.0,
                                                             normalize=not self.raw_features))
         self.freeze_all_but(self.model, [])  # fitted by sklearn, not by gradients

@@ -5,6 +5,7 @@ import torch
 from ptnl.clip.features import text_classifier
 from ptnl.clip.heads import ImageClassifier, LinearHead, TextTunedCLIP
 from ptnl.clip.templates import class_prompts, dataset_template
+from ptnl.clip.text import embed_dim, logit_bias
 from ptnl.io import get_logger
 from ptnl.trainers.base import PTNLTrainerBase
 from ptnl.trainers.registry import register_trainer
@@ -24,7 +25,7 @@ class ClassifierC(PTNLTrainerBase):
     def build_model(self):
         clip_model = self.load_clip_model()
         weight = self.initial_weight(clip_model, self.dm.dataset.classnames)
-        head = LinearHead(weight, clip_model.logit_scale.exp().item())
+        head = LinearHead(weight, clip_model.logit_scale.exp().item(), bias=logit_bias(clip_model))
         self.model = ImageClassifier(clip_model, head)
         self.freeze_all_but(self.model, ["head."] if self.TRAINS else [])
         self.model.to(self.device)
@@ -37,7 +38,7 @@ class ClassifierR(ClassifierC):
     """The same linear head, randomly initialised (N(0, 0.02))."""
 
     def initial_weight(self, clip_model, classnames):
-        dim = clip_model.text_projection.shape[1]
+        dim = embed_dim(clip_model)
         return torch.randn(len(classnames), dim) * 0.02
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ptnl.clip.features import cached_image_features
-from ptnl.engine.evaluation import macro_f1
+from ptnl.compat import macro_f1
 from ptnl.io import atomic_write, get_logger, write_json_atomic
 from ptnl.runs.files import CONFUSION_FILE, LOGITS_FILE
 

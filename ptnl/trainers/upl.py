@@ -7,8 +7,10 @@ from ptnl import compat
 from ptnl.clip.features import zeroshot_logits
 from ptnl.clip.templates import template_set
 from ptnl.clip.weights import load_clip
+from ptnl.data.base import PTNLDatasetBase
 from ptnl.errors import ConfigError
 from ptnl.io import get_logger
+from ptnl.noise import TrainingSet
 from ptnl.pseudo import pseudo_label_report, pseudo_labels, select_per_class
 from ptnl.trainers.prompt_tuning import PTNL
 from ptnl.trainers.registry import register_trainer
@@ -26,7 +28,8 @@ class UPL(PTNL):
     SAVE_TEST_LOGITS = True
     GROUPABLE = False  # trains on its own pseudo-labelled set
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         if cfg.DATASET.NOISE.RATE > 0:
             raise ConfigError("UPL trains on pseudo-labels; DATASET.NOISE.RATE must be 0, got {}".format(
@@ -37,7 +40,7 @@ class UPL(PTNL):
         cfg = self.cfg
         opts = cfg.TRAINER.UPL
         k = upl_k(cfg)
-        pool = getattr(dataset, "full_train", None)
+        pool = dataset.full_train if isinstance(dataset, PTNLDatasetBase) else None
         if pool is None:
             if cfg.DATASET.NUM_SHOTS > 0:
                 raise ConfigError("UPL needs the whole training split, but dataset {} only exposes its few-shot "
@@ -59,7 +62,7 @@ class UPL(PTNL):
                                backbones=self.pseudo_backbones())
         log.info("UPL: pseudo-label accuracy {:.1f}% on the training split, {:.1f}% on the selection".format(
             self.upl_record["pseudo_label_accuracy"], self.upl_record["selection_accuracy"]))
-        return train, [int(true[i]) for i in chosen], None
+        return TrainingSet(train, [int(true[i]) for i in chosen], None)
 
     def pseudo_backbones(self):
         return list(self.cfg.TRAINER.UPL.BACKBONES) or [self.cfg.MODEL.BACKBONE.NAME]

@@ -3,7 +3,8 @@
 # ptnl_run_dir TRAINER LOSS RATE SHOT SEED, reading OUT DATASET BACKBONE CLIP_WEIGHTS NOISE_TYPE
 # NOISE_MODE VARIANT NCTX CSC CTP (main.sh's defaults when unset):
 #   <OUT>/<DATASET>/<TRAINER>/<backbone>/<type>-<mode>-<rate>/<LOSS>/[<VARIANT>/]<setting>/seed<SEED>
-# <backbone>: the CLIP_WEIGHTS name when set (a weights file: its name without extension), else
+# <backbone>: the CLIP_WEIGHTS name when set (a weights file: its name without extension; open_clip names
+# as arch@pretrained), else
 # BACKBONE; <rate>: Python's repr of the float (0.5 and 0.50 are one run; an existing folder written
 # as 0.50 is used); <setting>: shots<K>_nctx<N>_csc<C>_ctp<P>, or shots<K> for the trainers
 # without prompt settings (PTNL_PROMPT_FREE; tests/test_scripts_ux.py checks it against the trainers).
@@ -63,9 +64,18 @@ ptnl_rate() {
 }
 
 # The backbone folder level: the CLIP_WEIGHTS name when set, else the BACKBONE argument.
+# open_clip names are arch@pretrained (open_clip:ViT-B-32/laion2b_s34b_b79k -> ViT-B-32@laion2b_s34b_b79k; a
+# weights file: arch@<file name without extension>; open_clip:pocket -> open_clip@pocket).
 ptnl_backbone_dir() {
-  local w=${CLIP_WEIGHTS:-}
+  local w=${CLIP_WEIGHTS:-} arch pre
   if [ -z "$w" ]; then echo "${BACKBONE}"; return; fi
+  if [[ "$w" == open_clip:* ]]; then
+    w=${w#open_clip:}
+    if [[ "$w" != */* ]]; then echo "open_clip@${w}"; return; fi
+    arch=${w%%/*}; pre=${w#*/}
+    case "$pre" in */*|*.pt|*.pth|*.bin|*.safetensors) pre=$(basename "$pre"); pre=${pre%.*} ;; esac
+    echo "${arch}@${pre}"; return
+  fi
   case "$w" in
     *.pt|*.pth|*.bin|*.ckpt|*.tar) w=$(basename "$w"); echo "${w%.*}" ;;
     *) if [ -f "$w" ]; then basename "$w"; else echo "${w//\//-}"; fi ;;
@@ -101,6 +111,8 @@ ptnl_run_dir() {
 # GPU-hours estimate from the finished runs' wall_time_s and what train.py's checks say. With
 # ENGINE=local, runs that share a data stream (same dataset, shots, seed, noise, ...; other losses or
 # prompt trainers) train in one process (train.py --group, README "Grouped runs"); GROUP=0: one a run.
+# Within a group the runs of one prompt shape are stacked (one text pass, one backward per batch;
+# docs/speed.md "Stacked runs"); STACK=0: not stacked (TRAINER.PTNL.STACK False for each).
 
 # python -m ptnl.sweep with a plain Python (it needs no torch; PYTHON may be a fake or another env).
 ptnl_sweep() {

@@ -7,7 +7,8 @@
 # DATASET: a file configs/datasets/<DATASET>.yaml; BACKBONE: configs/trainers/<TRAINER>/<BACKBONE>.yaml.
 # Environment: DATA (dataset root, default ./data), SEEDS ("1 2 3"), SHOTS ("16"), NCTX (16),
 # CSC (False), CTP (end), NOISE_TYPE (sym), NOISE_MODE (swap), OUT (output), TRAINER (PTNL),
-# CLIP_WEIGHTS (a weights file to use instead of the backbone's named CLIP), PYTHON (python),
+# CLIP_WEIGHTS (a weights file or name to use instead of the backbone's named CLIP; open_clip:ARCH/PRETRAINED
+# for an open_clip model, docs/backbones.md), PYTHON (python),
 # SUMMARY (1; 0 skips the closing table), DRY_RUN (1: print the plan in a few lines, a GPU-hours
 # estimate and whether train.py's checks pass for each run; run nothing), VERBOSE (1: with DRY_RUN,
 # every run of the plan and each run's resolved config),

@@ -1,6 +1,6 @@
-"""The sample-selection trainers: a base that partitions the noisy training set every epoch and
-trains on index subsets of it, and the two methods on it, JoAPR and NLPrompt
-(docs/methods.md; their algorithms are the pure functions of ``ptnl.selection``).
+"""The sample-selection framework: a trainer base that partitions the noisy training set every
+epoch and trains on index subsets of it (the methods: ``joapr``, ``nlprompt``; their algorithms are
+the pure functions of ``ptnl.selection``; docs/methods.md).
 
 The base gives a method: ``training_pass()``, one pass over the whole training set returning
 per-item logits, probabilities, features and losses in item order (test transform by default, from
@@ -17,8 +17,6 @@ scripts and grid engines go through) for every key the user did not set; the run
 and where they came from in one line (``* JoAPR settings: ...``) and records them in results.json.
 """
 import os.path as osp
-import time
-import warnings
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,16 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from ptnl import compat
+from ptnl.data.base import PTNLDatasetBase
 from ptnl.data.decoded import wrapper_for
 from ptnl.data.randomness import EpochSampler, PerSampleRandomness, build_train_loader, run_seed, set_loader_epoch, \
     stream_seed
-from ptnl.errors import ConfigError, RunError
+from ptnl.errors import ConfigError
 from ptnl.io import get_logger
-from ptnl.losses import build_loss
-from ptnl.selection import joapr, nlprompt, presets
+from ptnl.selection import presets
 from ptnl.selection.partition import partition_scores
 from ptnl.trainers.prompt_tuning import PTNL
-from ptnl.trainers.registry import register_trainer
 
 log = get_logger(__name__)
 
@@ -102,12 +99,13 @@ class SampleSelectionTrainer(PTNL):
     def release(self) -> bool:
         return bool(self.opts.RELEASE_BUGS)
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
         super().check_cfg(cfg)
-        mode = cfg.TRAINER[self.CFG_NODE].PASS_TRANSFORM
+        mode = cfg.TRAINER[cls.CFG_NODE].PASS_TRANSFORM
         if mode not in PASS_TRANSFORMS:
             raise ConfigError("TRAINER.{}.PASS_TRANSFORM must be one of {}, got {!r}".format(
-                self.CFG_NODE, PASS_TRANSFORMS, mode))
+                cls.CFG_NODE, PASS_TRANSFORMS, mode))
 
     def build_data_loader(self):
         super().build_data_loader()
@@ -239,36 +237,17 @@ class SampleSelectionTrainer(PTNL):
                 type(self).__name__))
             self._warned_analysis = True
 
-    # ------------------------------------------------------------------ epochs of several loaders
-    def run_batches(self, batches, num_batches: int):
-        """Train on ``batches`` (an iterable of batch dicts), ``num_batches`` of them: the lr steps
-        once, after the last (``forward_backward``)."""
-        self.set_model_mode("train")
-        self.num_batches = num_batches
-        start = time.time()
-        for self.batch_idx, batch in enumerate(batches):
-            summary = self.forward_backward(batch)
-            if (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0 or num_batches < self.cfg.TRAIN.PRINT_FREQ:
-                print("epoch [{}/{}] batch [{}/{}] time {:.3f} loss {:.4f} acc {:.4f} lr {:.4e}".format(
-                    self.epoch + 1, self.max_epoch, self.batch_idx + 1, num_batches,
-                    (time.time() - start) / (self.batch_idx + 1), summary["loss"], summary["acc"],
-                    self.get_current_lr()))
-            n_iter = self.epoch * num_batches + self.batch_idx
-            self.write_scalar("train/loss", summary["loss"], n_iter)
-            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
-
 
 def known_noise(dataset, items, given: np.ndarray, true: np.ndarray):
     """(truly noisy [N], noise known [N] or None, true label known [N] or None; None: for every item).
-    A dataset that knows no true classes but verified some labels (``verification_of(impath)``: 1 the
-    folder label is right, 0 wrong, None not verified; Food-101N) is scored on its verified items: noisy
-    when the label was verified wrong or relabelled by synthetic noise; the true label is known where
-    the folder label was verified right."""
+    A dataset that knows no true classes but verified some labels (``VERIFIED_LABELS``, Food-101N:
+    ``verification_of(impath)`` is 1 when the folder label is right, 0 wrong, None not verified) is
+    scored on its verified items: noisy when the label was verified wrong or relabelled by synthetic
+    noise; the true label is known where the folder label was verified right."""
     relabelled = np.asarray(given) != np.asarray(true)
-    verify = getattr(dataset, "verification_of", None)
-    if verify is None:
+    if not (isinstance(dataset, PTNLDatasetBase) and dataset.VERIFIED_LABELS):
         return relabelled, None, None
-    v = [verify(d.impath) for d in items]
+    v = [dataset.verification_of(d.impath) for d in items]
     known = np.array([x is not None for x in v], dtype=bool)
     return np.array([x == 0 for x in v], dtype=bool) | relabelled, known, np.array([x == 1 for x in v], dtype=bool)
 
@@ -304,181 +283,3 @@ def apply_method_presets(cfg, files: Iterable[str] = (), opts: Optional[Sequence
         if "TRAINER.{}.{}".format(cls.CFG_NODE, key) not in explicit:
             node[key] = float(value) if isinstance(node[key], float) else value
     return source
-
-
-def cycled(loader, epoch: int):
-    """The loader's batches forever, each cycle a new order (epoch key epoch * 1000 + cycle)."""
-    cycle = 0
-    while True:
-        set_loader_epoch(loader, epoch * 1000 + cycle)
-        yield from loader
-        cycle += 1
-
-
-def concat_batches(a: Optional[Dict], b: Optional[Dict]) -> Dict:
-    """One batch of ``a``'s then ``b``'s samples (img, label, impath, index); either may be None."""
-    parts = [x for x in (a, b) if x is not None]
-    out = {}
-    for key in ("img", "label", "index"):
-        out[key] = torch.cat([torch.as_tensor(p[key]) for p in parts])
-    out["impath"] = [path for p in parts for path in p["impath"]]
-    return out
-
-
-@register_trainer
-class JoAPR(SampleSelectionTrainer):
-    """JoAPR: warm-up with CE + confidence penalty; then each epoch a GMM on the per-sample loss
-    (two thresholds) splits the set into X (clean, refined soft labels with weights w) and U (noisy,
-    sharpened predictions), trained together with mixup and a uniform-prior term."""
-
-    CFG_NODE = "JOAPR"
-
-    def before_train(self):
-        super().before_train()
-        self._history, self._thres, self._main_epochs = [], 0.5, 0
-
-    def in_warmup(self) -> bool:
-        return self.epoch < self.opts.WARMUP_EPOCH
-
-    def before_epoch(self):
-        super().before_epoch()
-        if self.in_warmup():
-            return
-        o = self.opts
-        out = self.training_pass()
-        loss = joapr.selection_loss(out["logits"], torch.as_tensor(self.given_labels)).numpy()
-        self._history.append(joapr.minmax(loss))
-        scores = joapr.averaged_loss(self._history, o.LOSS_WINDOW) if o.AVERAGE_LOSS else self._history[-1]
-        p_given = out["probs"].gather(1, torch.as_tensor(self.given_labels).view(-1, 1)).squeeze(1).numpy()
-        n = len(self.train_items)
-        order = None
-        if self.release:
-            n = self.num_classes * self.cfg.DATASET.NUM_SHOTS  # the release's N: classes x shots
-            order = np.random.default_rng(self.stream(self.epoch, 2)).permutation(len(self.train_items))
-        part = joapr.partition(scores, p_given, self._thres, n, first=self._main_epochs == 0,
-                               seed=self.stream(self.epoch, 3) % 2 ** 32, release=self.release, order=order)
-        self._main_epochs += 1
-        self._thres = part["thres"]
-        clean = part["clean"]
-        self._weights = part["weights"]
-        self.record_partition(~clean, tau=None if np.isnan(part["tau"]) else part["tau"], thres=part["thres"],
-                              gmm=part["gmm"])
-        self._x_idx, self._u_idx = np.flatnonzero(clean), np.flatnonzero(~clean)
-        if self.release and len(self._u_idx) == 0:
-            raise RunError("JoAPR: the noisy set is empty at epoch {}; the released code crashes here "
-                               "(TRAINER.JOAPR.RELEASE_BUGS True). Set TRAINER.JOAPR.RELEASE_BUGS False to train on "
-                               "the clean set alone".format(self.epoch + 1))
-        self._loader_x, self._loader_u = self.subset_loader(self._x_idx), self.subset_loader(self._u_idx)
-
-    def run_epoch(self):
-        if self.in_warmup():
-            return super().run_epoch()  # the whole noisy set, CE + confidence penalty
-        loaders = [ld for ld in (self._loader_x, self._loader_u) if ld is not None]
-        num = max(len(ld) for ld in loaders)  # the longer loader's length, the shorter one cycled
-        x_iter = cycled(self._loader_x, self.epoch) if self._loader_x is not None else None
-        u_iter = cycled(self._loader_u, self.epoch) if self._loader_u is not None else None
-
-        def batches():
-            for _ in range(num):
-                bx = next(x_iter) if x_iter is not None else None
-                bu = next(u_iter) if u_iter is not None else None
-                batch = concat_batches(bx, bu)
-                nx = len(bx["impath"]) if bx is not None else 0
-                batch["num_x"] = nx
-                batch["weight"] = torch.as_tensor(self._weights[self._x_idx[bx["index"].numpy()]] if nx else
-                                                  np.zeros(0), dtype=torch.float32)
-                batch["index"] = torch.as_tensor(np.concatenate([
-                    self._x_idx[bx["index"].numpy()] if nx else [], self._u_idx[bu["index"].numpy()] if bu is not None
-                    else []]).astype(np.int64))
-                yield batch
-        self.run_batches(batches(), num)
-
-    def compute_loss(self, batch):
-        o = self.opts
-        img, label = batch["img"], batch["label"]
-        if self.in_warmup():
-            logits = self.model(img)  # CE whatever TRAINER.PTNL.LOSS says, as the release
-            return F.cross_entropy(logits.float(), label) + o.ALPHA1 * joapr.confidence_penalty(logits), logits
-        nx = batch["num_x"]
-        with torch.no_grad():
-            logits_now = self.model(img)
-            probs = F.softmax(logits_now.float(), dim=1)
-            targets = torch.cat([
-                joapr.refined_targets(batch["weight"].to(self.device), label[:nx], probs[:nx], o.TEMP),
-                joapr.sharpen(probs[nx:], o.TEMP)])
-        key = self.stream(self.epoch, self.batch_idx, 4)
-        lam = joapr.mixup_lambda(np.random.default_rng(key), o.BETA)
-        perm = torch.randperm(len(img), generator=torch.Generator().manual_seed(key)).to(self.device)
-        mixed, mixed_targets = joapr.mixup(img, targets, lam, perm)
-        logits = self.model(mixed)
-        loss = joapr.soft_cross_entropy(logits, mixed_targets) + o.ALPHA2 * joapr.uniform_prior_penalty(logits)
-        return loss, logits_now
-
-
-@register_trainer
-class NLPrompt(SampleSelectionTrainer):
-    """NLPrompt: each epoch an optimal-transport plan between the images and the classes (POT's
-    Sinkhorn, uniform marginals) gives pseudo-labels; items whose pseudo-label is their given label
-    form X, trained with CE, then the others (U) with MAE on their given labels."""
-
-    CFG_NODE = "NLPROMPT"
-    RELEASE_PASS_TRANSFORM = "train"  # the release's OT pass runs over its training loader (augmented views)
-
-    def check_cfg(self, cfg):
-        super().check_cfg(cfg)
-        o = cfg.TRAINER.NLPROMPT
-        if o.COST not in nlprompt.COSTS:
-            raise ConfigError("TRAINER.NLPROMPT.COST must be one of {}, got {!r}".format(nlprompt.COSTS, o.COST))
-        if o.SOLVER not in nlprompt.SOLVERS:
-            raise ConfigError("TRAINER.NLPROMPT.SOLVER must be one of {}, got {!r}".format(nlprompt.SOLVERS, o.SOLVER))
-        if not o.REG > 0:
-            raise ConfigError("TRAINER.NLPROMPT.REG must be > 0, got {}".format(o.REG))
-
-    def build_loss(self):
-        super().build_loss()
-        self.subset_losses = {"x": build_loss("ce"), "u": build_loss("mae")}
-
-    def before_epoch(self):
-        super().before_epoch()
-        o = self.opts
-        out = self.training_pass()
-        exclude = None
-        if self.release:  # the release's pass has drop_last: its last partial batch never enters OT
-            exclude = nlprompt.release_dropped(len(self.train_items), self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
-                                               self.stream(self.epoch, 5))
-        pseudo, clean = nlprompt.nlprompt_partition(
-            out["logits"], self.given_labels, o.REG, cost=o.COST, solver=o.SOLVER, num_iter=o.NUM_ITER,
-            stop_thr=o.STOP_THR, exclude=exclude, allow_underflow=self.release)
-        known = np.ones(len(pseudo), dtype=bool) if self.true_known is None else self.true_known
-        self.record_partition(~clean, pseudo_label_accuracy=100.0 * float((pseudo == self.true_labels)[known].mean())
-                              if known.any() else None)
-        self._x_idx, self._u_idx = np.flatnonzero(clean), np.flatnonzero(~clean)
-        self._loader_x, self._loader_u = (self.release_subset_loader(i) if self.release else
-                                          self.subset_loader(i, drop_last=False) for i in (self._x_idx, self._u_idx))
-
-    def release_subset_loader(self, indices: np.ndarray):
-        """The release's subset loader: a deep copy of the full training loader with the other items
-        deleted, so it keeps the full loader's drop_last (Dassl's: the full set holds a batch or more)
-        whatever the subset's size; a subset smaller than a batch then trains no batch (None here)."""
-        if len(self.train_items) >= self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE > len(indices):
-            return None
-        return self.subset_loader(indices, drop_last=None)  # Dassl's rule: the same as the full loader's here
-
-    def run_epoch(self):
-        phases = [(name, ld) for name, ld in (("x", self._loader_x), ("u", self._loader_u)) if ld is not None]
-
-        def batches():
-            for name, loader in phases:  # all of X (CE), then all of U (MAE): the release's order
-                set_loader_epoch(loader, self.epoch)
-                self._phase = name
-                yield from loader
-        num = sum(len(ld) for _, ld in phases)
-        self.run_batches(batches(), num)
-        if num == 0:  # no batch this epoch (the release's drop_last): the lr still steps once, as the release's
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # torch: "lr_scheduler.step() before optimizer.step()"
-                self.update_lr()
-
-    def compute_loss(self, batch):
-        logits = self.model(batch["img"])
-        return self.subset_losses[self._phase](logits, batch["label"]), logits
