@@ -133,3 +133,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         group = "slurm" if "slurm" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+
+def terminal_sigint():
+    """A child process's SIGINT as a terminal gives it (default action, not blocked), whatever the
+    test process inherited: a pytest-xdist worker may hold SIGINT ignored or blocked, and a child
+    inherits both, so a test of Ctrl-C would see it never arrive. For ``preexec_fn``."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SMALL_OPTS, run_main, train_args
+from conftest import REPO, SMALL_OPTS, run_main, terminal_sigint, train_args
 
 import train  # noqa: E402  (registers the datasets and trainers)
 
@@ -188,8 +188,12 @@ def test_no_tensorboard_folder_without_a_writer(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- real runs
 def popen(args, umask=None):
+    def child():
+        terminal_sigint()  # the Ctrl-C test's SIGINT must reach the run as it would from a terminal
+        if umask is not None:
+            os.umask(umask)
     return subprocess.Popen([sys.executable] + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+                            text=True, preexec_fn=child)
 
 
 def test_run_then_eval_only_from_the_newest_epoch(world, tmp_path):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SMALL_OPTS, train_args
+from conftest import REPO, SMALL_OPTS, terminal_sigint, train_args
 from test_identity import resolved_cfg, write_finished
 from test_scripts_ux import fake  # noqa: F401  (the fake PYTHON fixture)
 from ptnl.sweep.plan import make_plan
@@ -193,7 +193,8 @@ def test_ctrl_c_is_one_line_each_and_status_says_resumable(tmp_path):
     env = dict(os.environ, PYTHON=script_python(tmp_path, "sleeping", SLEEPING), OUT=str(out), DATA="/data",
                SEEDS="1", SUMMARY="0", STARTED=str(started))
     proc = subprocess.Popen(["bash", "scripts/ptnl/main.sh", "dtd", "rn50", "0.5", "gce"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=terminal_sigint)
     end = time.time() + 60
     while not started.exists():
         assert time.time() < end and proc.poll() is None, proc.communicate()

@@ -95,7 +95,7 @@ def test_upl_without_k_takes_upls_16_per_class(world, tmp_path, monkeypatch):
 def train_and_summarise(trainer):
     trainer.train()
     res = json.load(open(osp.join(trainer.output_dir, "results.json")))
-    picks = [(osp.relpath(d.impath, trainer.dm.dataset.dataset_dir), d.label) for d in trainer.dm.dataset.train_x]
+    picks = [(osp.relpath(d.impath, trainer.dm.dataset.dataset_dir), d.label) for d in trainer.train_items]
     return picks, [e["loss"] for e in res["epochs"]], trainer.model.prompt_learner.ctx.detach().clone(), res
 
 
