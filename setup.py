@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["ptnl", "ptnl.*"]),
     # the pocket world's pretrained CLIP (fp16 state dict) and its record: one world on every machine
-    package_data={"ptnl.pocket": ["pocket.pt", "pocket.json"]},
+    package_data={"ptnl.pocket": ["pocket.pt", "pocket.json", "pocket-vit.pt", "pocket-vit.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

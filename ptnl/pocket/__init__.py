@@ -6,6 +6,7 @@ make every accuracy meaningless.
 
     python -m ptnl.pocket             # generate the dataset (or find it); print weights, --root, zero-shot accuracy
     python -m ptnl.pocket --rebuild   # run the pretraining recipe again and compare with the shipped weights
+    python -m ptnl.pocket --vit       # the same for the ViT variant (MODEL.BACKBONE.NAME pocket-vit)
 
 One world everywhere: pretraining runs 1000 optimiser steps whose float arithmetic depends on the
 CPU's vector units (oneDNN/MKL pick kernels by ISA), so two machines that pretrain get two
@@ -20,18 +21,26 @@ was measured here). The tag changes with the generator or the weights.
 
 The parts: ``records`` (the shipped record, tags, manifests and their checks), ``builder`` (generating
 the world, ``rebuild``), ``evaluation`` (zero-shot accuracy on it), ``world`` (the image generator),
-``pretrain`` (the recipe). This module registers the weights name ``pocket`` with ``ptnl.clip``'s
-loader.
+``pretrain`` (the recipe). This module registers the weights names ``pocket`` and ``pocket-vit``
+(the same text tower with a small ViT image tower pretrained against it, for the learners that
+prompt a ViT's blocks: MaPLe, PromptSRC) with ``ptnl.clip``'s loader.
 """
 from ptnl.clip.weights import register_weights
-from ptnl.pocket.builder import build, generate_dataset, make_record, rebuild, weights_file  # noqa: F401
+from ptnl.pocket.builder import (build, build_vit, generate_dataset, make_record, rebuild, vit_clip,  # noqa: F401
+                                 vit_weights_file, weights_file)
 from ptnl.pocket.evaluation import image_features, read_split, test_transform, zero_shot_accuracy  # noqa: F401
 from ptnl.pocket.records import (DATA, MANIFEST, PER_CLASS, REBUILD_TOLERANCE, SEED, SHIPPED_RECORD,  # noqa: F401
-                                 SHIPPED_WEIGHTS, TEMPLATE, VERSION, WEIGHTS, PocketWorldError, check_weights,
-                                 images_digest, read_manifest, ship_world, shipped, tag, world_dir, world_files,
-                                 world_identity, world_is_recorded)
+                                 SHIPPED_VIT_RECORD, SHIPPED_VIT_WEIGHTS, SHIPPED_WEIGHTS, TEMPLATE, VERSION,
+                                 VIT_NAME, WEIGHTS, PocketWorldError, check_weights, images_digest, read_manifest,
+                                 ship_world, shipped, tag, vit_dir, world_dir, world_files, world_identity,
+                                 world_is_recorded)
 
 
 @register_weights("pocket", resolution=lambda: shipped()["resolution"])  # known without building the world
 def _pocket_weights():
     return weights_file()
+
+
+@register_weights(VIT_NAME, resolution=lambda: shipped(vit=True)["resolution"])
+def _pocket_vit_weights():
+    return vit_weights_file()

@@ -20,6 +20,14 @@ TEMPLATE = "{} texture."  # CoOp's DescribableTextures template
 PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
 SHIPPED_WEIGHTS = osp.join(PACKAGE_DIR, WEIGHTS)
 SHIPPED_RECORD = osp.join(PACKAGE_DIR, MANIFEST)
+# The ViT variant (MODEL.BACKBONE.NAME pocket-vit): only its image tower is shipped (fp16, with its
+# record); the full CLIP, that tower with pocket.pt's text tower, is written once into the cache.
+VIT_NAME = "pocket-vit"
+VIT_WEIGHTS = "pocket-vit.pt"
+VIT_MANIFEST = "pocket-vit.json"
+VIT_CLIP = "pocket-vit-clip.pt"
+SHIPPED_VIT_WEIGHTS = osp.join(PACKAGE_DIR, VIT_WEIGHTS)
+SHIPPED_VIT_RECORD = osp.join(PACKAGE_DIR, VIT_MANIFEST)
 # |rebuilt - shipped| zero-shot accuracy (points) above which ``--rebuild`` says the recipe drifted.
 # Rebuilds differ by float paths alone: the previous recipe gave 43.6% on one x86 CPU and 50.0% on
 # another (AVX-512), 6.4 points apart.
@@ -30,11 +38,19 @@ class PocketWorldError(PTNLError, RuntimeError):
     """The generated dataset or the shipped weights are not the recorded ones."""
 
 
-def shipped():
-    """The record of the shipped world (``pocket.json`` beside this file): recipe, sha256 of the
-    weights and of the image set, zero-shot accuracy measured when it was built."""
-    with open(SHIPPED_RECORD) as f:
+def shipped(vit=False):
+    """The record of the shipped world (``pocket.json`` beside this file; ``vit``: the ViT image
+    tower's, ``pocket-vit.json``): recipe, sha256 of the weights and of the image set, zero-shot
+    accuracy measured when it was built."""
+    with open(SHIPPED_VIT_RECORD if vit else SHIPPED_RECORD) as f:
         return json.load(f)
+
+
+def vit_dir(cache_root=None):
+    """The folder of the full ViT pocket CLIP under ``cache_root``, named by the digests of the two
+    shipped files it is made of."""
+    h = hashlib.sha256((shipped()["weights_sha256"] + shipped(vit=True)["weights_sha256"]).encode())
+    return osp.join(cache_root or user_cache_dir(), "pocket", "vit-" + h.hexdigest()[:10])
 
 
 def tag():
@@ -123,17 +139,19 @@ def world_is_recorded(manifest, root, manifest_path=None):
     return True
 
 
-def check_weights(path=SHIPPED_WEIGHTS, record=None):
-    """Raise ``PocketWorldError`` unless ``path`` is the recorded weights file."""
+def check_weights(path=SHIPPED_WEIGHTS, record=None, vit=False):
+    """Raise ``PocketWorldError`` unless ``path`` is the recorded weights file (``vit``: of the ViT
+    image tower)."""
     from ptnl.clip.weights import file_digest
-    record = record or shipped()
+    record = record or shipped(vit)
     if not osp.isfile(path):
         raise PocketWorldError('The pocket weights "{}" are missing: reinstall ptnl, or rebuild them with '
-                               "python -m ptnl.pocket --rebuild --ship".format(path))
+                               "python -m ptnl.pocket --rebuild{} --ship".format(path, " --vit" if vit else ""))
     digest = file_digest(path)
     if digest != record["weights_sha256"]:
         raise PocketWorldError('The pocket weights "{}" have sha256 {}, the record ({}) says {}: reinstall '
-                               "ptnl".format(path, digest, SHIPPED_RECORD, record["weights_sha256"]))
+                               "ptnl".format(path, digest, SHIPPED_VIT_RECORD if vit else SHIPPED_RECORD,
+                                             record["weights_sha256"]))
 
 
 def _versions():
@@ -144,9 +162,11 @@ def _versions():
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def ship_world(weights, record):
-    """Make ``weights`` and ``record`` the package's pocket world (maintainers)."""
+def ship_world(weights, record, vit=False):
+    """Make ``weights`` and ``record`` the package's pocket world (``vit``: its ViT image tower;
+    maintainers)."""
     with open(weights, "rb") as src:
-        atomic_write(SHIPPED_WEIGHTS, lambda f: shutil.copyfileobj(src, f), mode="wb")
+        atomic_write(SHIPPED_VIT_WEIGHTS if vit else SHIPPED_WEIGHTS, lambda f: shutil.copyfileobj(src, f), mode="wb")
     shipped_record = {k: v for k, v in record.items() if k != "shipped_zero_shot_accuracy"}
-    atomic_write(SHIPPED_RECORD, lambda f: f.write(json.dumps(shipped_record, indent=2) + "\n"))
+    atomic_write(SHIPPED_VIT_RECORD if vit else SHIPPED_RECORD,
+                 lambda f: f.write(json.dumps(shipped_record, indent=2) + "\n"))
