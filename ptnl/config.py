@@ -1,15 +1,20 @@
 """Every config key PTNL adds to the Dassl tree, with its default.
 
-The keys of the built-in losses, trainers and noise protocols are all listed here. A plugin (a
-new loss, noise type or trainer in its own file) adds its keys next to its code with
-``register_config_keys``; ``ptnl.losses.register_loss(options=...)`` does it for loss options.
+The keys of the built-in trainers and noise protocols are listed here; the losses' options are declared
+once, next to each loss (``ptnl.losses.register_loss(options=...)``: key, default, comment, value rule),
+and added from the loss registry, a plugin loss's like the built-in ones'. A plugin trainer, noise type
+or dataset adds its keys next to its code with ``register_config_keys``.
 """
 import ast
 import json
 import os
+from collections.abc import Mapping
 from typing import Callable, List
 
 from yacs.config import CfgNode as CN
+
+from ptnl import losses
+from ptnl.rules import ANY, above, at_least, broken, int_at_least, is_int, is_number, one_of, rule
 
 
 _HOOKS: List[Callable] = []
@@ -110,12 +115,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.PTNL.CLASS_TOKEN_POSITION = "end"  # end | middle | front
     cfg.TRAINER.PTNL.PREC = "fp16"  # fp16 | fp32 | amp (CUDA; fp32 elsewhere) | bf16 (autocast, CPU or CUDA)
     cfg.TRAINER.PTNL.LOSS = "ce"  # see ptnl.losses.available_losses()
-    cfg.TRAINER.PTNL.GCE_Q = 0.7  # q of the generalised cross-entropy
-    cfg.TRAINER.PTNL.SCE_ALPHA = 0.1  # sce: weight of CE
-    cfg.TRAINER.PTNL.SCE_BETA = 1.0  # sce: weight of reverse CE
-    cfg.TRAINER.PTNL.NCE_ALPHA = 1.0  # nce_rce: weight of normalised CE
-    cfg.TRAINER.PTNL.NCE_BETA = 1.0  # nce_rce: weight of reverse CE
-    cfg.TRAINER.PTNL.RCE_A = -4.0  # sce, nce_rce: log 0 := A in reverse CE (SCE paper; the release: log 1e-4)
+    losses.add_option_keys(cfg)  # every registered loss's options, declared next to the loss
     cfg.TRAINER.PTNL.SAVE_TEST_LOGITS = False  # write test_logits.pt (UPL always does) for seed ensembles
     cfg.TRAINER.PTNL.SAVE_TRAIN_PROBS = False  # write train_probs.npy: final model's class probabilities of the training set
     cfg.TRAINER.PTNL.ANALYSIS = False  # per-epoch gradient norms of clean vs noisy samples, confusion matrix
@@ -223,102 +223,89 @@ def added_defaults() -> dict:
 
 
 # ----------------------------------------------------------------------------- value checks
-def _rule(test: Callable, takes: str):
-    return (test, takes)
-
-
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _int(x):
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _one_of(*choices):
-    return _rule(lambda v: v in choices, "one of {}".format(tuple(choices)))  # "one of ('a', 'b')"
-
-
-def _int_at_least(low):
-    return _rule(lambda v: _int(v) and v >= low, "an integer >= {}".format(low))
-
-
-def _above(low):
-    return _rule(lambda v: _number(v) and v > low, "a number > {}".format(low))
-
-
-def _at_least(low):
-    return _rule(lambda v: _number(v) and v >= low, "a number >= {}".format(low))
-
-
 def _names(x):
     return isinstance(x, (list, tuple)) and all(isinstance(n, str) and n for n in x)
 
 
-ANY = None  # any value of the key's type (yacs checks the type when the value is merged)
-
 # The range or choices of every key ``extend_cfg`` adds (and of the toolbox keys whose bad values
 # would only fail deep inside a run). Names checked against a registry (losses, noise types and
-# modes, trainers, datasets, backbones) are left to those registries' own checks.
-VALUE_RULES = {
-    "DATASET.NOISE.RATE": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+# modes, trainers, datasets, backbones) are left to those registries' own checks. The losses' options
+# carry their rules with them (``ptnl.losses.option_rules``): ``VALUE_RULES`` reads both.
+_KEY_RULES = {
+    "DATASET.NOISE.RATE": rule(lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "DATASET.NOISE.TYPE": ANY, "DATASET.NOISE.MODE": ANY,  # their registries (ptnl.noise.check_protocol)
     "DATASET.NOISE.RELEASE_DUPLICATES": ANY, "DATASET.NOISE.FILE": ANY, "DATASET.NOISE.FILE_COLUMN": ANY,
-    "DATASET.SUBSAMPLE_CLASSES": _one_of("all", "base", "new"),
-    "DATASET.NUM_SHOTS": _rule(lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1: all images)"),
-    "DATALOADER.RANDOMNESS": _one_of(*RANDOMNESS),
-    "DATALOADER.NUM_WORKERS": _int_at_least(0),
-    "DATALOADER.TRAIN_X.BATCH_SIZE": _int_at_least(1), "DATALOADER.TEST.BATCH_SIZE": _int_at_least(1),
-    "OPTIM.LR": _above(0), "OPTIM.MAX_EPOCH": _int_at_least(1), "OPTIM.WARMUP_EPOCH": _int_at_least(-1),
-    "OPTIM.WEIGHT_DECAY": _at_least(0), "OPTIM.MOMENTUM": _at_least(0),
-    "TRAIN.CHECKPOINT_FREQ": _int_at_least(0), "TRAIN.PRINT_FREQ": _int_at_least(1),
-    "INPUT.SIZE": _rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(x) and x > 0 for x in v),
-                        "two positive integers, e.g. (224, 224)"),
-    "TRAINER.PTNL.N_CTX": _int_at_least(0),  # 0: no context (the context-length ablation's zero point)
+    "DATASET.SUBSAMPLE_CLASSES": one_of("all", "base", "new"),
+    "DATASET.NUM_SHOTS": rule(lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1: all images)"),
+    "DATALOADER.RANDOMNESS": one_of(*RANDOMNESS),
+    "DATALOADER.NUM_WORKERS": int_at_least(0),
+    "DATALOADER.TRAIN_X.BATCH_SIZE": int_at_least(1), "DATALOADER.TEST.BATCH_SIZE": int_at_least(1),
+    "OPTIM.LR": above(0), "OPTIM.MAX_EPOCH": int_at_least(1), "OPTIM.WARMUP_EPOCH": int_at_least(-1),
+    "OPTIM.WEIGHT_DECAY": at_least(0), "OPTIM.MOMENTUM": at_least(0),
+    "TRAIN.CHECKPOINT_FREQ": int_at_least(0), "TRAIN.PRINT_FREQ": int_at_least(1),
+    "INPUT.SIZE": rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_int(x) and x > 0 for x in v),
+                       "two positive integers, e.g. (224, 224)"),
+    "TRAINER.PTNL.N_CTX": int_at_least(0),  # 0: no context (the context-length ablation's zero point)
     "TRAINER.PTNL.CSC": ANY, "TRAINER.PTNL.CTX_INIT": ANY,
-    "TRAINER.PTNL.CTX_INIT_MODE": _one_of("coop", "tokens"),
-    "TRAINER.PTNL.CLASS_TOKEN_POSITION": _one_of("end", "middle", "front"),
-    "TRAINER.PTNL.PREC": _one_of("fp16", "fp32", "amp", "bf16"),
-    "TRAINER.PTNL.LOSS": ANY,  # the loss registry (ptnl.losses)
-    "TRAINER.PTNL.GCE_Q": _rule(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "TRAINER.PTNL.SCE_ALPHA": _at_least(0), "TRAINER.PTNL.SCE_BETA": _at_least(0),
-    "TRAINER.PTNL.NCE_ALPHA": _at_least(0), "TRAINER.PTNL.NCE_BETA": _at_least(0),
-    "TRAINER.PTNL.RCE_A": _rule(lambda v: _number(v) and v < 0, "a number < 0 (log 0 := A)"),
+    "TRAINER.PTNL.CTX_INIT_MODE": one_of("coop", "tokens"),
+    "TRAINER.PTNL.CLASS_TOKEN_POSITION": one_of("end", "middle", "front"),
+    "TRAINER.PTNL.PREC": one_of("fp16", "fp32", "amp", "bf16"),
+    "TRAINER.PTNL.LOSS": ANY,  # the loss registry (ptnl.losses); its options' rules sit with each loss
     "TRAINER.PTNL.SAVE_TEST_LOGITS": ANY, "TRAINER.PTNL.SAVE_TRAIN_PROBS": ANY, "TRAINER.PTNL.ANALYSIS": ANY,
     "TRAINER.PTNL.TRUNCATE_TEXT": ANY, "TRAINER.PTNL.SHARE_PREFIX": ANY, "TRAINER.PTNL.CACHE_FEATURES": ANY,
-    "TRAINER.PTNL.CACHE_VERIFY": _one_of("stat", "sha256"), "TRAINER.PTNL.STACK": ANY,
-    "TRAINER.PTNL.DECODE_CACHE_MB": _int_at_least(0),
-    "TRAINER.PTNL.KEEP_CHECKPOINTS": _int_at_least(0),
-    "TRAINER.UPL.NUM_PER_CLASS": _rule(_int, "an integer (<= 0: DATASET.NUM_SHOTS)"),
-    "TRAINER.UPL.SELECTION": _one_of("topk", "random"),
-    "TRAINER.UPL.TEMPLATES": _one_of("dataset", "ensemble"),
-    "TRAINER.UPL.BACKBONES": _rule(_names, "a list of backbone names, e.g. ('RN50', 'ViT-B/32')"),
-    "TRAINER.LINEAR_PROBE.PROTOCOL": _one_of("coop", "fixed"),
-    "TRAINER.LINEAR_PROBE.C": _above(0), "TRAINER.LINEAR_PROBE.SEARCH_C": ANY,
-    "TRAINER.LINEAR_PROBE.VAL_NOISE": ANY, "TRAINER.LINEAR_PROBE.MAX_ITER": _int_at_least(1),
-    "TRAINER.JOAPR.WARMUP_EPOCH": _int_at_least(0),
-    "TRAINER.JOAPR.ALPHA1": _at_least(0), "TRAINER.JOAPR.ALPHA2": _at_least(0),
-    "TRAINER.JOAPR.BETA": _above(0), "TRAINER.JOAPR.TEMP": _above(0), "TRAINER.JOAPR.AVERAGE_LOSS": ANY,
-    "TRAINER.JOAPR.LOSS_WINDOW": _int_at_least(1), "TRAINER.JOAPR.PASS_TRANSFORM": _one_of("test", "train"),
+    "TRAINER.PTNL.CACHE_VERIFY": one_of("stat", "sha256"), "TRAINER.PTNL.STACK": ANY,
+    "TRAINER.PTNL.DECODE_CACHE_MB": int_at_least(0),
+    "TRAINER.PTNL.KEEP_CHECKPOINTS": int_at_least(0),
+    "TRAINER.UPL.NUM_PER_CLASS": rule(is_int, "an integer (<= 0: DATASET.NUM_SHOTS)"),
+    "TRAINER.UPL.SELECTION": one_of("topk", "random"),
+    "TRAINER.UPL.TEMPLATES": one_of("dataset", "ensemble"),
+    "TRAINER.UPL.BACKBONES": rule(_names, "a list of backbone names, e.g. ('RN50', 'ViT-B/32')"),
+    "TRAINER.LINEAR_PROBE.PROTOCOL": one_of("coop", "fixed"),
+    "TRAINER.LINEAR_PROBE.C": above(0), "TRAINER.LINEAR_PROBE.SEARCH_C": ANY,
+    "TRAINER.LINEAR_PROBE.VAL_NOISE": ANY, "TRAINER.LINEAR_PROBE.MAX_ITER": int_at_least(1),
+    "TRAINER.JOAPR.WARMUP_EPOCH": int_at_least(0),
+    "TRAINER.JOAPR.ALPHA1": at_least(0), "TRAINER.JOAPR.ALPHA2": at_least(0),
+    "TRAINER.JOAPR.BETA": above(0), "TRAINER.JOAPR.TEMP": above(0), "TRAINER.JOAPR.AVERAGE_LOSS": ANY,
+    "TRAINER.JOAPR.LOSS_WINDOW": int_at_least(1), "TRAINER.JOAPR.PASS_TRANSFORM": one_of("test", "train"),
     "TRAINER.JOAPR.RELEASE_BUGS": ANY,
-    "TRAINER.NLPROMPT.REG": _above(0), "TRAINER.NLPROMPT.COST": _one_of("p", "logp"),
-    "TRAINER.NLPROMPT.SOLVER": _one_of("sinkhorn", "sinkhorn_log", "auto"),
-    "TRAINER.NLPROMPT.NUM_ITER": _int_at_least(1), "TRAINER.NLPROMPT.STOP_THR": _above(0),
-    "TRAINER.NLPROMPT.PASS_TRANSFORM": _one_of("test", "train"), "TRAINER.NLPROMPT.RELEASE_BUGS": ANY,
-    "DATASET.FOOD101N.TEST_PROTOCOL": _one_of("food101", "coop"),  # datasets/food101n.py's keys
+    "TRAINER.NLPROMPT.REG": above(0), "TRAINER.NLPROMPT.COST": one_of("p", "logp"),
+    "TRAINER.NLPROMPT.SOLVER": one_of("sinkhorn", "sinkhorn_log", "auto"),
+    "TRAINER.NLPROMPT.NUM_ITER": int_at_least(1), "TRAINER.NLPROMPT.STOP_THR": above(0),
+    "TRAINER.NLPROMPT.PASS_TRANSFORM": one_of("test", "train"), "TRAINER.NLPROMPT.RELEASE_BUGS": ANY,
+    "DATASET.FOOD101N.TEST_PROTOCOL": one_of("food101", "coop"),  # datasets/food101n.py's keys
     "DATASET.FOOD101N.FOOD101_DIR": ANY, "DATASET.FOOD101N.SYNTHETIC_NOISE": ANY,
-    "TRAINER.IMAGENET_FT.ARCH": _rule(lambda v: isinstance(v, str) and bool(v), "a torchvision architecture name"),
-    "TRAINER.KGCOOP.W": _at_least(0),
-    "TRAINER.MAPLE.N_CTX": _int_at_least(1), "TRAINER.MAPLE.CTX_INIT": ANY,
-    "TRAINER.MAPLE.PROMPT_DEPTH": _int_at_least(1),
-    "TRAINER.PROMPTSRC.N_CTX_TEXT": _int_at_least(1), "TRAINER.PROMPTSRC.N_CTX_VISION": _int_at_least(1),
+    "TRAINER.IMAGENET_FT.ARCH": rule(lambda v: isinstance(v, str) and bool(v), "a torchvision architecture name"),
+    "TRAINER.KGCOOP.W": at_least(0),
+    "TRAINER.MAPLE.N_CTX": int_at_least(1), "TRAINER.MAPLE.CTX_INIT": ANY,
+    "TRAINER.MAPLE.PROMPT_DEPTH": int_at_least(1),
+    "TRAINER.PROMPTSRC.N_CTX_TEXT": int_at_least(1), "TRAINER.PROMPTSRC.N_CTX_VISION": int_at_least(1),
     "TRAINER.PROMPTSRC.CTX_INIT": ANY,
-    "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT": _int_at_least(1), "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION": _int_at_least(1),
-    "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT": _at_least(0), "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT": _at_least(0),
-    "TRAINER.PROMPTSRC.LOGIT_LOSS_WEIGHT": _at_least(0),
-    "TRAINER.PROMPTSRC.GPA_MEAN": _above(0),  # an epoch (1-based; may lie between or beyond the run's)
-    "TRAINER.PROMPTSRC.GPA_STD": _above(0),
+    "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT": int_at_least(1), "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION": int_at_least(1),
+    "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT": at_least(0), "TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT": at_least(0),
+    "TRAINER.PROMPTSRC.LOGIT_LOSS_WEIGHT": at_least(0),
+    "TRAINER.PROMPTSRC.GPA_MEAN": above(0),  # an epoch (1-based; may lie between or beyond the run's)
+    "TRAINER.PROMPTSRC.GPA_STD": above(0),
 }
+
+
+class _ValueRules(Mapping):
+    """The keys' rules: this module's table, then every registered loss's options (a plugin's as soon
+    as it is registered)."""
+
+    def _all(self):
+        return {**_KEY_RULES, **losses.option_rules()}
+
+    def __getitem__(self, key):
+        return self._all()[key]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+
+VALUE_RULES = _ValueRules()
 
 
 def check_values(cfg: CN) -> None:
@@ -330,14 +317,13 @@ def check_values(cfg: CN) -> None:
         cfg: the run's config.
     """
     from ptnl.errors import ConfigError
-    for key, rule in VALUE_RULES.items():
-        if rule is ANY:
-            continue
+    for key, key_rule in VALUE_RULES.items():
         node, found = cfg, True
         for part in key.split("."):
             if not isinstance(node, CN) or part not in node:
                 found = False
                 break
             node = node[part]
-        if found and not rule[0](node):
-            raise ConfigError("{} must be {}, got {!r}".format(key, rule[1], node))
+        message = broken(key, key_rule, node) if found else ""
+        if message:
+            raise ConfigError(message)

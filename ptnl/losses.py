@@ -3,42 +3,67 @@
 Each loss takes logits [B, C] and labels [B] and returns the mean over the batch (or, with
 ``reduction="none"``, one value per sample), computed in fp32 whatever the logits' precision.
 
-A new loss is one function in one file::
+A new loss is one function in one file; its options are declared once, on the decorator::
 
-    @register_loss("my_loss", options={"t": "MY_LOSS_T"})  # keyword t <- TRAINER.PTNL.MY_LOSS_T
+    @register_loss("my_loss", options={"t": LossOption("MY_LOSS_T", "temperature of my loss", above(0))})
     def my_loss(logits, labels, t=1.0, reduction="mean", **_):
         ...
 
-Its options get config keys under ``TRAINER.PTNL`` (default: the keyword's default) and
-``build_loss`` / ``loss_from_cfg`` pass them by their lower-case key name.
+Each option is a config key under ``TRAINER.PTNL`` (its default: the keyword's default; a comment;
+optionally a value rule, ``ptnl.rules``); ``ptnl.config.extend_cfg`` adds the keys of every registered
+loss, checks their values with the other keys', and ``build_loss`` / ``loss_from_cfg`` pass them by
+their lower-case key name. This module imports torch only where a loss is computed: the config and the
+grid scripts (``python -m ptnl.sweep``) read the options without it.
 """
 import inspect
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Set, Union
 
-import torch
-import torch.nn.functional as F
-
-from ptnl.config import register_config_keys
 from ptnl.errors import ConfigError
 from ptnl.registry import Registry
+from ptnl.rules import ANY, Rule, at_least, broken, is_number, rule
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 LOSSES = Registry("loss", "TRAINER.PTNL.LOSS", sort_names=True, error=ConfigError,
                   hint="a loss of your own: @register_loss in a file named by PTNL_PLUGINS=path/to/file.py "
                        "(CONTRIBUTING.md, Loss)")
+SECTION = "TRAINER.PTNL"  # where the options' keys live
 
 
-def register_loss(name: str, *, options: Optional[Dict[str, str]] = None,
+class LossOption(NamedTuple):
+    """One option of a loss: its config key under TRAINER.PTNL, a one-line comment, the values it takes
+    (a ``ptnl.rules`` rule; None: any value of the default's type). Its default is the keyword's."""
+    key: str
+    help: str = ""
+    rule: Optional[Rule] = ANY
+
+    def check(self, value) -> None:
+        """ConfigError naming the key when ``value`` breaks the rule."""
+        message = broken("{}.{}".format(SECTION, self.key), self.rule, value)
+        if message:
+            raise ConfigError(message)
+
+
+def register_loss(name: str, *, options: Optional[Dict[str, Union[str, LossOption]]] = None,
                   check: Optional[Callable] = None) -> Callable:
     """Decorator: register ``fn(logits, labels, **options, reduction="mean")`` as loss ``name``.
 
     Args:
         name: the value of TRAINER.PTNL.LOSS that selects it.
-        options: keyword of ``fn`` -> its config key under TRAINER.PTNL (added with the keyword's
-            default when missing).
-        check: called with the bound options when the loss is built; raises on a bad value.
+        options: keyword of ``fn`` -> its ``LossOption`` (or just its config key under TRAINER.PTNL); the
+            key is added to the config with the keyword's default.
+        check: called with every option (keyword -> value) when the loss is built, after each option's
+            rule; raises ConfigError on a bad combination.
     """
     def wrap(fn):
-        LOSSES.add(name, fn, options=dict(options or {}), check=check)
+        declared = {kw: LossOption(o) if isinstance(o, str) else o for kw, o in (options or {}).items()}
+        defaults = _defaults(fn)
+        missing = ["{} ({}.{})".format(kw, SECTION, o.key) for kw, o in declared.items() if kw not in defaults]
+        if missing:
+            raise TypeError("loss {!r}: option {} needs a keyword default in {}() (the key's default)".format(
+                name, ", ".join(missing), fn.__name__))
+        LOSSES.add(name, fn, options=declared, check=check)
         return fn
     return wrap
 
@@ -47,44 +72,69 @@ def available_losses() -> List[str]:
     return LOSSES.names()
 
 
-@register_config_keys
-def _loss_option_keys(cfg):
-    for name in LOSSES:
-        defaults = _defaults(LOSSES[name])
-        for kw, key in LOSSES.meta(name)["options"].items():
-            if key not in cfg.TRAINER.PTNL:
-                cfg.TRAINER.PTNL[key] = defaults[kw]
-
-
 def _defaults(fn):
     return {k: p.default for k, p in inspect.signature(fn).parameters.items()
             if p.default is not inspect.Parameter.empty}
+
+
+def declared_options() -> Dict[str, Dict]:
+    """{CFG_KEY: {"default", "help", "rule"}} of every option of the registered losses (built-in and
+    plugins'), in registration order; an option several losses share (RCE_A) once."""
+    out = {}
+    for name in LOSSES:
+        defaults = _defaults(LOSSES[name])
+        for kw, opt in LOSSES.meta(name)["options"].items():
+            out.setdefault(opt.key, {"default": defaults[kw], "help": opt.help, "rule": opt.rule})
+    return out
+
+
+def add_option_keys(cfg) -> None:
+    """Add every registered loss's options under ``cfg.TRAINER.PTNL`` with their defaults, where missing
+    (``ptnl.config.extend_cfg`` calls it)."""
+    node = cfg.TRAINER.PTNL
+    for key, opt in declared_options().items():
+        if key not in node:
+            node[key] = opt["default"]
+
+
+def option_keys() -> Set[str]:
+    """The full config keys of the registered losses' options ("TRAINER.PTNL.GCE_Q", ...)."""
+    return {"{}.{}".format(SECTION, key) for key in declared_options()}
+
+
+def option_rules() -> Dict[str, Rule]:
+    """{full config key: its rule} of the registered losses' options, for ``ptnl.config.check_values``."""
+    return {"{}.{}".format(SECTION, key): opt["rule"] for key, opt in declared_options().items()}
 
 
 def _reduce(per_sample, reduction):
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
+def _ce(logits, labels, reduction):
+    from torch.nn import functional as F  # here, not at the top: the config imports this module without torch
+    return F.cross_entropy(logits.float(), labels, reduction=reduction)
+
+
 def _true_class_prob(logits, labels):
-    return F.softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    return logits.float().softmax(dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
 
 
 @register_loss("ce")
 def cross_entropy(logits, labels, reduction="mean", **_):
     """-log p_y."""
-    return F.cross_entropy(logits.float(), labels, reduction=reduction)
+    return _ce(logits, labels, reduction)
 
 
-def check_gce_q(q):
-    if not 0.0 < q <= 1.0:
-        raise ConfigError("GCE needs 0 < q <= 1 (TRAINER.PTNL.GCE_Q), got {}".format(q))
+GCE_Q = LossOption("GCE_Q", "q of the generalised cross-entropy", rule(lambda v: is_number(v) and 0 < v <= 1,
+                                                                       "a number in (0, 1]"))
 
 
-@register_loss("gce", options={"q": "GCE_Q"}, check=check_gce_q)
+@register_loss("gce", options={"q": GCE_Q})
 def generalized_cross_entropy(logits, labels, q=0.7, reduction="mean", **_):
     """(1 - p_y^q) / q (Zhang & Sabuncu 2018): CE as q -> 0, MAE (1 - p_y) at q = 1; larger q
     bounds the loss of confidently wrong (noisy) samples."""
-    check_gce_q(q)
+    GCE_Q.check(q)
     p = _true_class_prob(logits, labels).clamp_min(1e-12)
     return _reduce((1.0 - p.pow(q)) / q, reduction)
 
@@ -96,12 +146,8 @@ def mean_absolute_error(logits, labels, reduction="mean", **_):
 
 
 RCE_LOG_ZERO = -4.0  # A: log 0 of the one-hot label, clipped (Wang et al. 2019); the release clamps at 1e-4
-
-
-def check_rce_a(**options):
-    a = options["rce_a"]
-    if not a < 0:
-        raise ConfigError("Reverse CE needs log 0 := A < 0 (TRAINER.PTNL.RCE_A), got {}".format(a))
+RCE_A = LossOption("RCE_A", "sce, nce_rce: log 0 := A in reverse CE (SCE paper; the release: log 1e-4)",
+                   rule(lambda v: is_number(v) and v < 0, "a number < 0 (log 0 := A)"))
 
 
 def _reverse_ce(logits, labels, rce_a):
@@ -110,21 +156,24 @@ def _reverse_ce(logits, labels, rce_a):
     return -rce_a * (1.0 - _true_class_prob(logits, labels))
 
 
-@register_loss("sce", options={"sce_alpha": "SCE_ALPHA", "sce_beta": "SCE_BETA", "rce_a": "RCE_A"},
-               check=check_rce_a)
+@register_loss("sce", options={"sce_alpha": LossOption("SCE_ALPHA", "sce: weight of CE", at_least(0)),
+                               "sce_beta": LossOption("SCE_BETA", "sce: weight of reverse CE", at_least(0)),
+                               "rce_a": RCE_A})
 def symmetric_cross_entropy(logits, labels, sce_alpha=0.1, sce_beta=1.0, rce_a=RCE_LOG_ZERO, reduction="mean",
                             **_):
     """alpha * CE + beta * reverse CE (Wang et al. 2019)."""
-    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    ce = _ce(logits, labels, "none")
     return _reduce(sce_alpha * ce + sce_beta * _reverse_ce(logits, labels, rce_a), reduction)
 
 
-@register_loss("nce_rce", options={"nce_alpha": "NCE_ALPHA", "nce_beta": "NCE_BETA", "rce_a": "RCE_A"},
-               check=check_rce_a)
+@register_loss("nce_rce", options={"nce_alpha": LossOption("NCE_ALPHA", "nce_rce: weight of normalised CE",
+                                                           at_least(0)),
+                                   "nce_beta": LossOption("NCE_BETA", "nce_rce: weight of reverse CE", at_least(0)),
+                                   "rce_a": RCE_A})
 def normalized_ce_plus_rce(logits, labels, nce_alpha=1.0, nce_beta=1.0, rce_a=RCE_LOG_ZERO, reduction="mean", **_):
     """alpha * normalised CE + beta * reverse CE (Ma et al. 2020, an "active-passive" loss):
     NCE = -log p_y / -sum_k log p_k is bounded, so noisy samples cannot dominate."""
-    logp = F.log_softmax(logits.float(), dim=1)
+    logp = logits.float().log_softmax(dim=1)
     nce = logp.gather(1, labels.view(-1, 1)).squeeze(1) / logp.sum(dim=1)
     return _reduce(nce_alpha * nce + nce_beta * _reverse_ce(logits, labels, rce_a), reduction)
 
@@ -136,10 +185,10 @@ class Loss:
     def __init__(self, name: str, fn: Callable, options: Dict):
         self.__name__, self.fn, self.options = name, fn, options
 
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
         return self.fn(logits, labels, **self.options)
 
-    def per_sample(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def per_sample(self, logits: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
         return self.fn(logits, labels, reduction="none", **self.options)
 
     def __repr__(self):
@@ -147,7 +196,8 @@ class Loss:
 
 
 def build_loss(name: str, **options) -> Loss:
-    """The loss function for TRAINER.PTNL.LOSS ``name`` with its options bound.
+    """The loss function for TRAINER.PTNL.LOSS ``name`` with its options bound; each option's rule
+    (and the loss's ``check``) is applied to the values it will train with.
 
     Args:
         name: a registered loss (``available_losses()``).
@@ -156,15 +206,18 @@ def build_loss(name: str, **options) -> Loss:
     """
     fn = LOSSES.lookup(name)
     meta = LOSSES.meta(name)
-    known = {key.lower() for n in LOSSES for key in LOSSES.meta(n)["options"].values()}
+    known = {key.lower() for key in declared_options()}
     stray = sorted(set(options) - known)
     if stray:
         raise TypeError("build_loss() got unknown option(s) {}; known: {}".format(
             ", ".join(stray), ", ".join(sorted(known))))
-    bound = {kw: options[key.lower()] for kw, key in meta["options"].items() if key.lower() in options}
+    bound = {kw: options[o.key.lower()] for kw, o in meta["options"].items() if o.key.lower() in options}
+    defaults = _defaults(fn)
+    effective = {kw: bound.get(kw, defaults[kw]) for kw in meta["options"]}
+    for kw, opt in meta["options"].items():
+        opt.check(effective[kw])
     if meta["check"] is not None:
-        defaults = _defaults(fn)
-        meta["check"](**{kw: bound.get(kw, defaults[kw]) for kw in meta["options"]})
+        meta["check"](**effective)
     return Loss(name, fn, bound)
 
 
@@ -175,7 +228,8 @@ def loss_options(cfg) -> Dict[str, Dict]:
     if o.LOSS not in LOSSES:
         return {}
     defaults = _defaults(LOSSES[o.LOSS])
-    return {key: {"value": o[key], "default": defaults[kw]} for kw, key in LOSSES.meta(o.LOSS)["options"].items()}
+    return {opt.key: {"value": o[opt.key], "default": defaults[kw]}
+            for kw, opt in LOSSES.meta(o.LOSS)["options"].items()}
 
 
 def loss_line(cfg) -> str:
@@ -190,4 +244,4 @@ def loss_from_cfg(cfg) -> Loss:
     """``build_loss`` for TRAINER.PTNL.LOSS with the options of ``cfg.TRAINER.PTNL``."""
     o = cfg.TRAINER.PTNL
     meta = LOSSES.meta(o.LOSS)
-    return build_loss(o.LOSS, **{key.lower(): o[key] for key in meta["options"].values()})
+    return build_loss(o.LOSS, **{opt.key.lower(): o[opt.key] for opt in meta["options"].values()})

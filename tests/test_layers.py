@@ -14,16 +14,17 @@ ALLOWED = {
     "registry": set(),
     "io": set(),
     "compat": {"engine"},
-    "config": set(),
+    "rules": set(),  # value rules of config keys
+    "config": {"losses", "rules"},  # the losses' options are declared next to each loss (torch-free module)
     "pseudo": set(),
-    "losses": {"config", "registry"},
+    "losses": {"registry", "rules"},
     "selection": set(),
     "clip": {"compat", "io", "registry", "engine"},
     "noise": {"clip", "compat", "io", "registry", "engine"},
     "data": {"noise", "clip", "compat", "config", "io", "registry", "engine"},
     "runs": {"io", "config"},  # run identity: the keys' defaults (ptnl.config, torch-free)
     "report": {"runs", "io", "registry"},
-    "sweep": {"runs", "io", "registry"},
+    "sweep": {"runs", "io", "registry", "losses"},  # group members' own keys: the losses' options
     "pocket": {"data", "clip", "io", "registry", "compat", "engine"},
     "plugins": {"pocket", "io"},  # io.plugins: the user's files, loaded torch-free by the sweep too
     "trainers": {"plugins", "data", "noise", "clip", "losses", "runs", "pseudo", "selection", "compat", "config",

@@ -31,6 +31,19 @@ class TextClassifier:
         return self.logits_from_features(self.image_encoder(image.type(self.dtype)))
 
 
+class PromptedCLIP(nn.Module):
+    """CLIP's frozen image and text encoders (``TextEncoder``), logit scale and dtype around a trainable
+    ``prompt_learner``: the parts every prompt-tuned model holds (CoOp's, CoCoOp's, MaPLe's)."""
+
+    def __init__(self, prompt_learner, clip_model):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.image_encoder = clip_model.visual
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+
+
 class LinearHead(nn.Module):
     """logits = scale * normalize(f) @ W^T + b, W [C, D]. Initialised from text features it
     is zero-shot CLIP (Classifier-C); from random weights, Classifier-R. ``bias`` initialises b (the

@@ -2,9 +2,9 @@
 import torch
 import torch.nn as nn
 
-from ptnl.clip.heads import TextClassifier
+from ptnl.clip.heads import PromptedCLIP, TextClassifier
 from ptnl.clip.templates import class_text
-from ptnl.clip.text import TextEncoder, count_tokens, logit_bias, normalize, text_spec, tokenize
+from ptnl.clip.text import count_tokens, logit_bias, normalize, text_spec, tokenize
 from ptnl.errors import ConfigError
 from ptnl.io import get_logger
 
@@ -151,17 +151,12 @@ class PromptLearner(nn.Module):
         return assemble_prompts(self.token_prefix, ctx, self.suffix(), self.name_lens, self.position)
 
 
-class PromptCLIP(TextClassifier, nn.Module):
+class PromptCLIP(TextClassifier, PromptedCLIP):
     """Frozen CLIP image and text encoders around a prompt learner; logits are scaled cosines."""
 
     def __init__(self, prompt_learner, clip_model):
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.image_encoder = clip_model.visual
-        self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
+        super().__init__(prompt_learner, clip_model)
         self.logit_bias = logit_bias(clip_model)
-        self.dtype = clip_model.dtype
 
     def text_features(self):
         learner = self.prompt_learner

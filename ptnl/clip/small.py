@@ -5,6 +5,8 @@ import os.path as osp
 
 import torch
 
+from ptnl.io import atomic_write
+
 
 def small_clip_state_dict(kind="vit", embed_dim=32, image_resolution=32, width=64, layers=2,
                           seed=0):
@@ -25,9 +27,9 @@ def small_clip_state_dict(kind="vit", embed_dim=32, image_resolution=32, width=6
 
 
 def save_small_clip(path, kind="vit", image_resolution=32, seed=0):
-    """Save a small randomly initialised CLIP state dict to ``path``; returns ``path``."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    torch.save(small_clip_state_dict(kind, image_resolution=image_resolution, seed=seed), path)
+    """Save a small randomly initialised CLIP state dict to ``path`` (atomically); returns ``path``."""
+    sd = small_clip_state_dict(kind, image_resolution=image_resolution, seed=seed)
+    atomic_write(str(path), lambda f: torch.save(sd, f), mode="wb")
     return path
 
 
@@ -52,7 +54,6 @@ def register_small_open_clip_configs(folder):
 
     import open_clip
 
-    from ptnl.io import atomic_write
     os.makedirs(folder, exist_ok=True)
     for name, cfg in SMALL_OPEN_CLIP_CONFIGS.items():
         atomic_write(osp.join(folder, name + ".json"), lambda f, cfg=cfg: json.dump(cfg, f, indent=1))
@@ -65,13 +66,11 @@ def save_small_open_clip(arch, path, seed=0):
     to ``path`` (safetensors when the name ends so, else torch.save); returns ``path``."""
     import open_clip
 
-    from ptnl.io import atomic_write
     torch.manual_seed(seed)
     model = open_clip.create_model(arch, pretrained=None)
     with torch.no_grad():  # an initialised SigLIP logit scale/bias, as trained ones are not the init values
         model.logit_scale.fill_(2.3)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     if str(path).endswith(".safetensors"):
         from safetensors.torch import save
         atomic_write(path, lambda f: f.write(save(sd)), mode="wb")

@@ -5,7 +5,7 @@ import numpy as np
 
 from ptnl.runs.identity import ABSENT, baseline, ignored_keys, known_defaults, show_value
 from ptnl.runs.layout import setting_dir
-from ptnl.runs.read import GROUP_KEYS, RUN_SETTINGS, SEED_FREE_TRAINERS
+from ptnl.runs.read import GROUP_KEYS, RUN_SETTINGS, seed_free
 
 NOT_RECORDED = "settings not recorded"  # a run from before results.json kept its config, beside one that did
 ZERO_SHOT = "ZeroshotCLIP"
@@ -73,7 +73,7 @@ def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: in
     sweep_seeds = {}
     for key, runs in groups.items():
         k = dict(zip(GROUP_KEYS, key[:len(GROUP_KEYS)]))
-        if k["trainer"] in SEED_FREE_TRAINERS:
+        if seed_free(k["trainer"]):
             continue
         seeds = sweep_seeds.setdefault((k["dataset"], k["backbone"]), set())
         seeds.update(r.get("seed") for r in runs + attached.get(key, []) if r.get("seed") is not None)
@@ -83,8 +83,7 @@ def aggregate(records: Iterable[Dict], incomplete: Iterable[Dict] = (), ddof: in
         runs = sorted(runs, key=lambda r: _seed_key(r.get("seed")))
         accs = np.array([r["accuracy"] for r in runs], dtype=float)
         seeds = [r.get("seed") for r in runs]
-        expected = set() if k["trainer"] in SEED_FREE_TRAINERS else sweep_seeds.get((k["dataset"], k["backbone"]),
-                                                                                       set())
+        expected = set() if seed_free(k["trainer"]) else sweep_seeds.get((k["dataset"], k["backbone"]), set())
         row = dict(k, mean=float(accs.mean()),
                    std=float(accs.std(ddof=ddof)) if len(accs) > ddof else float("nan"), ddof=ddof,
                    n=len(runs), seeds=seeds, accuracies=accs.tolist(),

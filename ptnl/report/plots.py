@@ -9,7 +9,7 @@ import numpy as np
 from ptnl.report.aggregate import _sort_key
 from ptnl.report.style import OTHER_LINES, OTHER_MARKERS, PANEL_H, PANEL_W, RC, finish, line_style, new_figure
 from ptnl.report.tables import _show, _show_backbone, _value, _varying, figure_caption, loss_label, show_dataset
-from ptnl.runs.read import GROUP_KEYS, LOSS_FREE_TRAINERS
+from ptnl.runs.read import GROUP_KEYS, loss_free
 
 ACCURACY = "test accuracy (%)"
 # The noise rate in words, per protocol (DATASET.NOISE.MODE): swap keeps every label and brings in
@@ -30,7 +30,7 @@ def noise_rate_label(rows):
 
 def _line_label(k, varying, losses_of):
     parts = [_show(k["trainer"])]
-    if k["trainer"] not in LOSS_FREE_TRAINERS:
+    if not loss_free(k["trainer"]):
         parts.append(loss_label(k))
     elif len(losses_of.get(k["trainer"], ())) > 1:  # runs apart only in a loss they do not use
         parts.append("TRAINER.PTNL.LOSS={}".format(_show(k["loss"])))

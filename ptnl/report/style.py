@@ -1,6 +1,8 @@
-"""One look for every figure: a colour-blind-safe palette (Okabe & Ito) with a colour per trainer and a
-marker / line style per loss, per method for JoAPR and NLPrompt, which use their own losses (so a
-trainer × loss looks the same in every figure), fonts sized for a paper's column (3.4 in per panel),
+"""One look for every figure: a colour per trainer (its class's ``COLOUR``, Okabe & Ito's colour-blind-safe
+palette for the paper's trainers; a trainer without one gets a spare colour of its own) and a marker / line
+style per loss, or per method where the class says ``LINE_STYLE`` (JoAPR and NLPrompt, which use their own
+losses), so a trainer × loss looks the same in every figure; the classes are read from their source
+(``ptnl.io.trainer_classes``, PTNL_PLUGINS included); fonts sized for a paper's column (3.4 in per panel),
 panels laid out in up to two columns, one legend under them (under each panel when the lines are
 many), and the atomic writer (PNG, PDF or SVG by the file's extension). matplotlib is imported here only inside
 functions: it is an optional extra."""
@@ -8,18 +10,15 @@ import os.path as osp
 import zlib
 
 from ptnl.io import atomic_write
+from ptnl.io.trainer_classes import declared
 
 # Okabe & Ito (2008), the colour-blind-safe qualitative palette; yellow last (weak on white)
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-TRAINER_COLOURS = {
-    "PTNL": "#0072B2", "CoOp": "#0072B2", "UPL": "#0072B2", "FullPromptTuning": "#56B4E9", "CLSTuning": "#009E73",
-    "ClassifierR": "#D55E00", "ClassifierC": "#E69F00", "TEncFT": "#CC79A7", "LinearProbe": "#000000",
-    "ZeroshotCLIP": "#999999", "ImageNetFT": "#F0E442", "JoAPR": "#D55E00", "NLPrompt": "#009E73",
-}
+# Colours for trainers whose class declares none (a plugin's, a CoOp fork's): Paul Tol's muted and light
+# schemes; any a class declares is skipped.
+SPARE_COLOURS = ("#44AA99", "#CC6677", "#88CCEE", "#DDCC77", "#999933", "#661100", "#6699CC", "#EE8866",
+                 "#AAAA00", "#77AADD", "#EEDD88", "#FFAABB")
 LOSS_STYLES = {"ce": ("o", "-"), "gce": ("s", "--"), "mae": ("^", ":"), "sce": ("D", "-."), "nce_rce": ("v", ":")}
-# Methods that train with their own losses whatever TRAINER.PTNL.LOSS says: their own marker and line
-# style, so that JoAPR is never drawn as PTNL with CE.
-METHOD_STYLES = {"JoAPR": ("X", "-."), "NLPrompt": ("P", "-.")}  # markers no loss has
 OTHER_MARKERS = ("P", "X", "*", "h", "<", ">")
 OTHER_LINES = ("-", "--", "-.", ":")
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -35,15 +34,28 @@ def _stable_index(text, n):
 
 
 def colour(trainer) -> str:
-    """The trainer's colour; a trainer without one gets a palette colour from its name (stable)."""
-    return TRAINER_COLOURS.get(trainer) or OKABE_ITO[_stable_index(trainer, len(OKABE_ITO) - 1)]
+    """The colour ``trainer``'s class declares (``COLOUR``, not inherited). A trainer without one gets a
+    spare colour no class declares: the registered ones in name order, any other name (a CoOp fork's
+    log) by a stable hash of it among the rest; stable for one set of trainer classes."""
+    declared_colours = declared("COLOUR", None, inherited=False)
+    own = declared_colours.get(trainer)
+    if isinstance(own, str):
+        return own
+    taken = {c.upper() for c in declared_colours.values() if isinstance(c, str)}
+    spare = [c for c in SPARE_COLOURS if c.upper() not in taken] or list(SPARE_COLOURS)
+    plain = sorted(name for name, c in declared_colours.items() if not isinstance(c, str))
+    if trainer in plain:
+        return spare[plain.index(trainer) % len(spare)]
+    rest = spare[len(plain):] or spare
+    return rest[_stable_index(trainer, len(rest))]
 
 
 def line_style(trainer, loss) -> dict:
     """``plot`` keywords of a trainer × loss: the trainer's colour, the loss's marker and line style
-    (a method with its own losses: the method's, ``METHOD_STYLES``)."""
-    if trainer in METHOD_STYLES:
-        marker, ls = METHOD_STYLES[trainer]
+    (a method with its own losses: its class's ``LINE_STYLE``, a marker no loss has)."""
+    own = declared("LINE_STYLE", None, inherited=False).get(trainer)
+    if isinstance(own, tuple) and len(own) == 2:
+        marker, ls = own
     elif loss in LOSS_STYLES:
         marker, ls = LOSS_STYLES[loss]
     else:

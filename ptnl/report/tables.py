@@ -14,7 +14,7 @@ from ptnl.report.aggregate import COLLAPSE_RULE, STD_NAMES, _sort_key
 from ptnl.report.latex import Stat, tabular
 from ptnl.runs.files import RESULTS_FILE
 from ptnl.runs.identity import result_settings
-from ptnl.runs.read import GROUP_KEYS, LOSS_FREE_TRAINERS, OTHER_KEYS, POCKET_WEIGHTS, RUN_SETTINGS
+from ptnl.runs.read import GROUP_KEYS, OTHER_KEYS, POCKET_WEIGHTS, RUN_SETTINGS, loss_free
 
 TABLE_FORMATS = {"plain": "simple", "markdown": "github"}
 FORMATS = ("plain", "markdown", "csv", "latex", "json")
@@ -50,8 +50,9 @@ def loss_options_shown(r):
 
 def loss_label(r, none=NO_LOSS):
     """The loss as tables and legends show it: ``none`` for trainers TRAINER.PTNL.LOSS does not
-    steer (``LOSS_FREE_TRAINERS``), else its name and every non-default option ("gce (GCE_Q=0.5)")."""
-    if r.get("trainer") in LOSS_FREE_TRAINERS:
+    steer (``loss_free``: the class says ``USES_LOSS = False``), else its name and every non-default
+    option ("gce (GCE_Q=0.5)")."""
+    if loss_free(r.get("trainer")):
         return none
     shown = loss_options_shown(r)
     return _show(r.get("loss")) + (" ({})".format(", ".join(shown)) if shown else "")
@@ -256,7 +257,7 @@ def _ensemble_cell(r, fmt="plain"):
 
 def _csv_cell(r, k):
     """A grouping field for csv: the loss left empty for trainers it does not steer."""
-    if k == "loss" and r.get("trainer") in LOSS_FREE_TRAINERS:
+    if k == "loss" and loss_free(r.get("trainer")):
         return ""
     return _show(r.get(k))
 
@@ -313,7 +314,7 @@ def _label(r):
     """A group in words, for notes."""
     parts = [show_dataset(r), _show(r.get("trainer")), _show_backbone(r.get("backbone")),
              "{}-{}-{}".format(r.get("noise_type"), r.get("noise_mode"), r.get("noise_rate"))] + \
-        ([loss_label(r)] if r.get("trainer") not in LOSS_FREE_TRAINERS else []) + \
+        ([loss_label(r)] if not loss_free(r.get("trainer")) else []) + \
         ["{} shots".format(_show(r.get("num_shots")))]
     if r.get("n_ctx") is not None:
         parts.append("n_ctx {}".format(r["n_ctx"]))
@@ -404,7 +405,7 @@ def json_record(r):
     config = r.get("config")
     rec = {k: r.get(k) for k in GROUP_KEYS}
     rec.update(
-        loss=None if r.get("trainer") in LOSS_FREE_TRAINERS else r.get("loss"),
+        loss=None if loss_free(r.get("trainer")) else r.get("loss"),
         dataset_label=show_dataset(r), pocket_world=bool(r.get("pocket_world")), loss_label=loss_label(r, none=None),
         loss_options=r.get("loss_options"), run_settings=r.get("run_settings") or {}, differs=r.get("differs") or "",
         settings_digest=r.get("settings_digest"),

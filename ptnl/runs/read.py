@@ -9,6 +9,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ptnl.io.log import ago
+from ptnl.io.trainer_classes import declared
 from ptnl.runs.files import EVALUATION_FILE, RESULTS_FILE
 from ptnl.runs.identity import settings_digest
 from ptnl.runs.layout import parse_run_path
@@ -24,12 +25,6 @@ GROUP_KEYS = CORE_KEYS + OTHER_KEYS
 # What a log-only run must tell for it to be placed; the ones it does not are reported as unknown.
 IDENTITY_KEYS = ("dataset", "trainer", "backbone", "noise_type", "noise_mode", "noise_rate", "loss", "num_shots",
                  "seed")
-SEED_FREE_TRAINERS = ("ZeroshotCLIP",)  # nothing is trained: one seed is the whole story
-# TRAINER.PTNL.LOSS is not used: nothing trained by a loss (LinearProbe, ZeroshotCLIP), or the
-# method's own losses whatever it says (JoAPR: CE with mixup and its penalties; NLPrompt: CE on the
-# clean part, MAE on the rest). Tables and legends show no loss for them.
-LOSS_FREE_TRAINERS = ("LinearProbe", "ZeroshotCLIP", "JoAPR", "NLPrompt")
-EPOCH_FREE_TRAINERS = ("LinearProbe", "ZeroshotCLIP")  # no epoch loop: OPTIM.MAX_EPOCH says nothing about them
 # The settings a table states once above itself (every row alike) rather than per row: they change
 # every number but sit in no column (``run_settings``).
 RUN_SETTINGS = ("epochs", "weights", "engine", "randomness", "precision")
@@ -39,6 +34,25 @@ POCKET_WEIGHTS = "pocket"  # the weights name ptnl.pocket registers (MODEL.BACKB
 POCKET_ROOT_RE = re.compile(r"(^|[\\/])pocket[\\/]v\d+-[0-9a-f]+[\\/]data[\\/]?$")
 # How train.py's log ends a run whose loss became infinite or NaN (Dassl's detect_anomaly).
 DIVERGED_RE = re.compile(r"FloatingPointError|infinite or NaN|Training diverged", re.IGNORECASE)
+
+
+# What a trainer's class declares about its runs, read from its source (ptnl.io.trainer_classes, PTNL_PLUGINS
+# included); a trainer whose class is not found (a CoOp fork's) uses a loss and seeds and trains by epochs.
+def loss_free(trainer: Optional[str]) -> bool:
+    """TRAINER.PTNL.LOSS steers nothing in ``trainer``'s runs (its class says ``USES_LOSS = False``:
+    nothing trained by a loss, or the method's own losses whatever it says): tables and legends show
+    no loss for them."""
+    return declared("USES_LOSS", True).get(trainer, True) is False
+
+
+def seed_free(trainer: Optional[str]) -> bool:
+    """Nothing in ``trainer``'s runs depends on the seed (``USES_SEED = False``): one seed is the whole story."""
+    return declared("USES_SEED", True).get(trainer, True) is False
+
+
+def epoch_free(trainer: Optional[str]) -> bool:
+    """``trainer`` has no epoch loop (``TRAINS = False``): OPTIM.MAX_EPOCH says nothing about its runs."""
+    return declared("TRAINS", True).get(trainer, True) is False
 
 
 def run_status(run_dir: str) -> Tuple[Optional[str], Optional[Dict]]:
@@ -127,7 +141,7 @@ def run_settings(record: Dict, config: Optional[Dict] = None) -> Dict:
     engine (name and version), DATALOADER.RANDOMNESS and the precision the run computed in."""
     config = config or {}
     out = {}
-    if record.get("trainer") not in EPOCH_FREE_TRAINERS:
+    if not epoch_free(record.get("trainer")):
         epochs = config.get("OPTIM.MAX_EPOCH")
         if epochs is None and record.get("epochs"):
             epochs = max((e.get("epoch", 0) for e in record["epochs"] if isinstance(e, dict)), default=None)

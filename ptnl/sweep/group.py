@@ -6,90 +6,41 @@ and trains separately whatever does not share the stream. ``GROUP=0`` turns grou
 
 The groupable trainers are those whose class says ``GROUPABLE`` (or inherits it), read from the
 trainer modules' source (``ptnl/trainers`` and the ``.py`` files of ``PTNL_PLUGINS``) without importing
-them: the sweep runs without torch."""
-import ast
-import functools
-import importlib.util
+them (``ptnl.io.trainer_classes``): the sweep runs without torch. Each member's own options are the
+prompt keys below and every registered loss's options (a plugin loss's too: the sweep imports
+``PTNL_PLUGINS``)."""
 import os
 import os.path as osp
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from ptnl.io import write_json_atomic
+from ptnl.io.trainer_classes import declared
+from ptnl.losses import option_keys
 
-TRAINERS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "trainers")  # ptnl/trainers
 # train.py flags with one value, and with several
 _VALUE_FLAGS = {"--root", "--output-dir", "--resume", "--seed", "--config-file", "--dataset-config-file",
                 "--trainer", "--backbone", "--head", "--model-dir", "--load-epoch", "--group"}
 _LIST_FLAGS = {"--source-domains", "--target-domains", "--transforms"}
 _MEMBER_FLAGS = {"--output-dir", "--trainer", "--config-file"}
-# trailing KEY VALUE options each member may set its own way
-MEMBER_OPTS = {"TRAINER.PTNL." + k for k in (
-    "LOSS", "GCE_Q", "SCE_ALPHA", "SCE_BETA", "NCE_ALPHA", "NCE_BETA", "RCE_A", "N_CTX", "CSC", "CTX_INIT",
-    "CTX_INIT_MODE", "CLASS_TOKEN_POSITION", "SAVE_TEST_LOGITS", "ANALYSIS", "KEEP_CHECKPOINTS", "STACK")}
+# trailing KEY VALUE options each member may set its own way, besides the losses' options (member_opts)
+PROMPT_OPTS = {"TRAINER.PTNL." + k for k in (
+    "LOSS", "N_CTX", "CSC", "CTX_INIT", "CTX_INIT_MODE", "CLASS_TOKEN_POSITION", "SAVE_TEST_LOGITS", "ANALYSIS",
+    "KEEP_CHECKPOINTS", "STACK")}
 # under the flip protocol these relabel the same items (ptnl.trainers.stacked.LABEL_ONLY): members' own too
 FLIP_MEMBER_OPTS = {"DATASET.NOISE.RATE", "DATASET.NOISE.TYPE"}
 
 
-def _plugin_files(spec: str) -> List[str]:
-    """The source files of the plugins named in ``spec`` (PTNL_PLUGINS): paths, or modules' origins."""
-    out = []
-    for item in (s.strip() for s in spec.split(",")):
-        if item.endswith(".py") or os.sep in item:
-            out.append(osp.abspath(osp.expanduser(item)))
-        elif item:
-            try:
-                found = importlib.util.find_spec(item)
-            except (ImportError, ValueError):
-                found = None
-            if found is not None and found.origin and found.origin.endswith(".py"):
-                out.append(found.origin)
-    return out
-
-
-def _base_name(node) -> Optional[str]:
-    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-
-
-@functools.lru_cache(maxsize=None)
-def _classes_of(path: str, mtime: float) -> Dict[str, Tuple[List[str], Optional[bool], bool]]:
-    """{class name: (base names, its own GROUPABLE or None, registered with @register_trainer)} of the
-    classes in the file ``path`` (as of ``mtime``)."""
-    with open(path) as f:
-        tree = ast.parse(f.read(), path)
-    out = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ClassDef):
-            continue
-        own = None
-        for stmt in node.body:
-            if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "GROUPABLE"
-                                                    for t in stmt.targets):
-                own = stmt.value.value is True if isinstance(stmt.value, ast.Constant) else False
-        registered = any(_base_name(d) == "register_trainer" for d in node.decorator_list)
-        out[node.name] = ([b for b in map(_base_name, node.bases) if b], own, registered)
-    return out
+def member_opts() -> Set[str]:
+    """The trailing options each member of a group may set its own way: the loss, the prompt keys and
+    every option of the registered losses (built-in and plugins')."""
+    return PROMPT_OPTS | option_keys()
 
 
 def groupable_trainers(files: Optional[Iterable[str]] = None) -> Set[str]:
     """The registered trainers (``@register_trainer``) whose class sets ``GROUPABLE = True``, or
     inherits it from the nearest base that sets it, read from the classes' source: every module under
     ``ptnl/trainers`` and the plugin files (``files``, default PTNL_PLUGINS's)."""
-    if files is None:
-        files = _plugin_files(os.environ.get("PTNL_PLUGINS", ""))
-    paths = [osp.join(d, f) for d, _, names in sorted(os.walk(TRAINERS_DIR))
-             for f in sorted(names) if f.endswith(".py")]
-    classes: Dict[str, Tuple[List[str], Optional[bool], bool]] = {}  # name: (bases, own GROUPABLE, registered)
-    for path in paths + [f for f in files if osp.isfile(f)]:
-        classes.update(_classes_of(path, osp.getmtime(path)))
-
-    def says(name, seen=()):
-        if name not in classes or name in seen:
-            return False
-        bases, own, _ = classes[name]
-        if own is not None:
-            return own
-        return next((says(b, seen + (name,)) for b in bases if b in classes), False)
-    return {name for name, (_, _, registered) in classes.items() if registered and says(name)}
+    return {name for name, says in declared("GROUPABLE", False, files=files).items() if says is True}
 
 
 def enabled(env=None) -> bool:
@@ -144,7 +95,7 @@ def proposal_key(argv: List[str], groupable: Optional[Set[str]] = None):
         return None
     shared_flags = tuple(sorted((k, v) for k, v in flags.items() if k not in _MEMBER_FLAGS))
     pairs = dict(zip(opts[0::2], opts[1::2]))  # the last value of a key wins, as in yacs
-    own = MEMBER_OPTS | (FLIP_MEMBER_OPTS if pairs.get("DATASET.NOISE.MODE") == "flip"
+    own = member_opts() | (FLIP_MEMBER_OPTS if pairs.get("DATASET.NOISE.MODE") == "flip"
                          and not pairs.get("DATASET.NOISE.FILE") else set())
     shared_opts = tuple(sorted((k, v) for k, v in pairs.items() if k not in own))
     return tuple(prefix), shared_flags, shared_opts
