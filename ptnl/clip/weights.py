@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import os.path as osp
+import threading
 import warnings
 import zipfile
 from typing import Callable, Dict, List, Tuple
@@ -124,14 +125,16 @@ def _is_torchscript(path):
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """State dict of a TorchScript CLIP archive or of a saved state dict."""
+def read_state_dict(path: str, *, shapes_only: bool = False) -> Dict[str, torch.Tensor]:
+    """State dict of a TorchScript CLIP archive or of a saved state dict. ``shapes_only``: a saved
+    (zip-format) state dict is memory-mapped, not read, for a caller that looks at shapes only (the
+    input resolution at config time; the run reads the file once, when it builds the model)."""
     if _is_torchscript(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load is deprecated, still the format
             return torch.jit.load(path, map_location="cpu").state_dict()
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=shapes_only and zipfile.is_zipfile(path))
     except Exception as e:
         raise BackboneError('Cannot read CLIP weights from "{}": neither a TorchScript archive nor a '
                             "state dict ({})".format(path, e)) from e
@@ -150,11 +153,17 @@ def file_digest(path: str, chunk: int = 1 << 20) -> str:
 _DIGESTS: Dict[Tuple, str] = {}
 
 
+_DIGESTING: Dict[Tuple, threading.Thread] = {}
+
+
 def weights_digest(path: str) -> str:
     """sha256 of a weights file, memoised (in memory and in the cache folder) on its path, size
     and modification time, so a run does not re-read hundreds of MB to name its cache entries."""
     st = os.stat(path)
     memo = (osp.abspath(path), st.st_size, st.st_mtime_ns)
+    running = _DIGESTING.get(memo)
+    if running is not None and running is not threading.current_thread():
+        running.join()  # prefetch_weights_digest's thread: its answer, not a second read
     if memo not in _DIGESTS:
         key = cache.cache_key(kind="file_digest", path=memo[0], size=memo[1], mtime_ns=memo[2])
         stored = cache.load(key)
@@ -163,6 +172,25 @@ def weights_digest(path: str) -> str:
             cache.save(key, stored)
         _DIGESTS[memo] = stored["sha256"]
     return _DIGESTS[memo]
+
+
+def prefetch_weights_digest(path: str) -> None:
+    """Start ``weights_digest(path)`` in a thread when it is not known yet: a cold run hashes the file
+    (hashlib releases the GIL) while CLIP's initialisation draws keep one core busy, instead of
+    before its first evaluation. Reading the digest later waits for the thread."""
+    st = os.stat(path)
+    memo = (osp.abspath(path), st.st_size, st.st_mtime_ns)
+    running = _DIGESTING.get(memo)
+    if memo in _DIGESTS or (running is not None and running.is_alive()):
+        return
+    def work():
+        try:
+            weights_digest(path)
+        except Exception:  # noqa: BLE001  (the caller's own weights_digest reads again and reports it)
+            pass
+    thread = threading.Thread(target=work, name="ptnl-weights-digest", daemon=True)
+    _DIGESTING[memo] = thread
+    thread.start()
 
 
 def same_weights(a: str, b: str) -> bool:
@@ -193,6 +221,7 @@ def load_clip(name_or_path: str, *, device="cpu", prec: str = "fp32"):
             model, after = shared[key]
             torch.set_rng_state(after)  # the draws building it made, as if it had been built again
             return model
+    prefetch_weights_digest(path)  # the feature cache's key, hashed beside the initialisation draws
     model = _build(read_state_dict(path), half=prec == "fp16" and torch.device(device).type == "cuda")
     model.weights_path = path
     model = model.to(device).eval()

@@ -1,7 +1,7 @@
 """python -m ptnl.sweep plan|run BUILD_FILE ... | status OUT | task SUBMISSION K | summary PLAN
 
 ``run``: the plan built by a grid script (``scripts/ptnl/lib.sh``), executed by ``ENGINE`` (local,
-the default; gpus with ``GPUS``; slurm with ``SBATCH_ARGS`` and ``MAX_PARALLEL``); with
+the default; gpus with ``GPUS`` and ``SLOTS_PER_GPU``; slurm with ``SBATCH_ARGS`` and ``MAX_PARALLEL``); with
 ``DRY_RUN=1`` (or ``plan``) it only prints the plan in a few lines (``VERBOSE=1``: every run and,
 for DRY_RUN, each run's resolved config), a GPU-hours estimate and what train.py's checks say.
 ``status``: done, settings differ, running, queued, interrupted, failed (and why) and missing runs of

@@ -1,8 +1,8 @@
 """Engines that execute a plan on this machine: ``local`` (one run after another, main.sh's lines and
-the grids' count and ETA), ``gpus`` (one run per GPU of ``GPUS`` at a time, ``CUDA_VISIBLE_DEVICES``
-set per run, a failed run reported and the others going on; both train the runs that share a data
-stream as one process, ``ptnl.sweep.group``) and ``task`` (one run of a plan: what a
-SLURM array element executes)."""
+the grids' count and ETA), ``gpus`` (``SLOTS_PER_GPU`` runs at a time on each GPU of ``GPUS``,
+``CUDA_VISIBLE_DEVICES`` set per run, a failed run reported and the others going on; both train the
+runs that share a data stream as one process, ``ptnl.sweep.group``) and ``task`` (one run of a plan:
+what a SLURM array element executes)."""
 import os
 import os.path as osp
 import queue
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ptnl.registry import Registry
 from ptnl.sweep import group
@@ -133,8 +133,59 @@ def error_line(path: str) -> Optional[str]:
     return errs[-1] if errs else None
 
 
-def run_gpus(plan: Dict, gpus: List[str]) -> int:
-    """The plan's unfinished runs on ``gpus``, one per GPU at a time, each with its own
+GPU_RUN_MB = 6000  # a run's (or a stacked group member's) GPU memory when GPU_RUN_MB is not set
+AUTO_SLOTS_MAX = 4  # SLOTS_PER_GPU=auto never puts more runs than this on one GPU
+
+
+def free_gpu_memory(gpus: Sequence[str], env: Optional[Dict[str, str]] = None) -> Dict[str, int]:
+    """Free memory in MB of each of ``gpus`` (nvidia-smi's indices) as ``nvidia-smi`` (on the PATH of
+    ``env``) reports it; {} when it is not installed or does not answer (no driver, a CPU machine)."""
+    env = dict(os.environ if env is None else env)
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, env=env)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if out.returncode != 0:
+        return {}
+    free = {}
+    for ln in out.stdout.splitlines():
+        parts = [x.strip() for x in ln.split(",")]
+        if len(parts) == 2 and parts[0] in gpus and parts[1].isdigit():
+            free[parts[0]] = int(parts[1])
+    return free
+
+
+def unit_memory_mb(members: int, run_mb: int) -> int:
+    """GPU memory of a process of ``members`` runs: the image encoder's pass is shared, each member
+    adds its text pass and optimiser state; counted as a whole run each, which over-counts."""
+    return run_mb * max(1, members)
+
+
+def gpu_slots(gpus: Sequence[str], largest_unit: int = 1, env: Optional[Dict[str, str]] = None) -> Dict[str, int]:
+    """How many of the plan's processes run at once on each GPU: ``SLOTS_PER_GPU=N`` (N >= 1) on every
+    GPU; unset or ``auto``: each GPU's free memory (``nvidia-smi``) over the memory of the plan's
+    largest process (``GPU_RUN_MB`` a run, default 6000) at most ``AUTO_SLOTS_MAX``, and 1 on a GPU
+    nvidia-smi does not report. Small runs leave a GPU mostly idle (kernel launches, not arithmetic,
+    bound a 47-class step), so several share it. Raises ValueError on a malformed setting."""
+    env = os.environ if env is None else env
+    raw = env.get("SLOTS_PER_GPU", "").strip()
+    if raw and raw != "auto":
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError("SLOTS_PER_GPU={!r}: expected a whole number >= 1 (runs at once on each GPU) "
+                             "or 'auto'".format(raw))
+        return {g: int(raw) for g in gpus}
+    run_mb = env.get("GPU_RUN_MB", "").strip() or str(GPU_RUN_MB)
+    if not run_mb.isdigit() or int(run_mb) < 1:
+        raise ValueError("GPU_RUN_MB={!r}: expected a whole number of MB >= 1 (one run's GPU memory)".format(run_mb))
+    need = unit_memory_mb(largest_unit, int(run_mb))
+    free = free_gpu_memory(gpus, env)
+    return {g: max(1, min(AUTO_SLOTS_MAX, free[g] // need)) if g in free else 1 for g in gpus}
+
+
+def run_gpus(plan: Dict, gpus: List[str], slots: Optional[Dict[str, int]] = None) -> int:
+    """The plan's unfinished runs on ``gpus``, ``slots[gpu]`` processes at a time on each (None:
+    ``gpu_slots``, from SLOTS_PER_GPU or the GPUs' free memory), each with its own
     ``CUDA_VISIBLE_DEVICES`` and its output in ``<OUT>/.sweep/logs/<plan>-<i>.out``; a failure is
     reported with its log's "Error:" line and the rest go on; exit 1 when any failed. Ctrl-C starts
     no new run and waits for the running ones to write their "Interrupted" line."""
@@ -145,16 +196,27 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
     rc = check_finished_runs(plan)
     if rc:
         return rc
-    prog, tag = Progress(plan, workers=len(gpus)), plan.get("tag") or "gpus"
+    pending = units(plan, [i for i in range(len(plan["runs"])) if not finished(plan["runs"][i])])
+    if slots is None:
+        try:
+            slots = gpu_slots(gpus, max((len(m) for m, _ in pending), default=1))
+        except ValueError as e:
+            _say(str(e), err=True)
+            return 2
+    tag = plan.get("tag") or "gpus"
+    prog = Progress(plan, workers=sum(slots.get(g, 1) for g in gpus))
     prog.plan = dict(plan, tag=tag)
+    if any(slots.get(g, 1) > 1 for g in gpus):
+        _say("[{}] runs at once on each GPU: {}".format(tag, ", ".join(
+            "GPU {} {}".format(g, slots.get(g, 1)) for g in gpus)))
     todo = queue.Queue()
-    for unit in units(plan, [i for i in range(len(plan["runs"])) if not prog.finished[i]]):
+    for unit in pending:
         todo.put(unit)
     logs = osp.join(sweep_dir(plan["out"]), "logs")
     os.makedirs(logs, exist_ok=True)
     lock, failed, stop, procs = threading.Lock(), [], threading.Event(), {}
 
-    def worker(gpu):
+    def worker(gpu, slot):
         while not stop.is_set():
             try:
                 members, argv = todo.get_nowait()
@@ -170,7 +232,7 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
                 f.flush()
                 proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
                                         env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu)))
-                procs[gpu] = proc
+                procs[gpu, slot] = proc
                 code = proc.wait()
             with lock:
                 for i in members:
@@ -186,7 +248,8 @@ def run_gpus(plan: Dict, gpus: List[str]) -> int:
                         _say("[{}] run {}/{} done on GPU {} in {}: {}".format(
                             tag, prog.number(i), prog.total, gpu, hms(time.time() - t0), r["dir"]))
 
-    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in gpus]
+    threads = [threading.Thread(target=worker, args=(g, k), daemon=True)
+               for k in range(max(slots.get(g, 1) for g in gpus)) for g in gpus if k < slots.get(g, 1)]
     for t in threads:
         t.start()
     try:

@@ -98,7 +98,8 @@ ptnl_run_dir() {
 }
 
 # A grid is one plan (python -m ptnl.sweep; README "Running on a cluster"), built here and run by
-# ENGINE (local: one run after another, the default; gpus: GPUS="0 1"; slurm: SBATCH_ARGS, MAX_PARALLEL):
+# ENGINE (local: one run after another, the default; gpus: GPUS="0 1", SLOTS_PER_GPU=N|auto runs at once
+# on each; slurm: SBATCH_ARGS, MAX_PARALLEL):
 #   ptnl_plan_init TAG [KEY VALUE ...]             the grid's tag and its trailing train.py options
 #   ptnl_plan_add TRAINER LOSS RATE SHOT SEED NCTX one run (main.sh's settings from the environment)
 #   ptnl_plan_main DATASET BACKBONE RATE LOSS [KEY VALUE ...]  main.sh's runs (SEEDS x SHOTS) as they are

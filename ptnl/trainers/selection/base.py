@@ -135,7 +135,7 @@ class SampleSelectionTrainer(PTNL):
         return torch.utils.data.DataLoader(
             wrapper(cfg, self.train_items, transform=transform, is_train=False),
             batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, sampler=sampler, drop_last=False,
-            num_workers=cfg.DATALOADER.NUM_WORKERS)
+            num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
 
     @torch.no_grad()
     def training_pass(self, transform: Optional[str] = None) -> Dict:
