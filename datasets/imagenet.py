@@ -59,9 +59,17 @@ class ImageNet(PTNLDatasetBase):
                                        sorted(set(folders) ^ set(train_folders))[0]))
         records = []
         for label, folder in enumerate(folders):
-            folder_dir = osp.join(split_dir, folder)
-            # the raw listing order, as CoOp (only the wnid folders are sorted)
-            for name in os.listdir(folder_dir):
-                if not name.startswith("."):
-                    records.append((osp.join(folder_dir, name), label, classnames[folder]))
+            name = classnames[folder]
+            records += [(path, label, name) for path in self.class_images(osp.join(split_dir, folder), label, name)]
         return self.make_items(records, split_dir)
+
+    @staticmethod
+    def class_images(folder_dir, label, name):
+        """The images of the class folder of ``label`` in the raw listing order, as CoOp (only the wnid
+        folders are sorted). An empty folder is an error: its label, in no item, would drop out of the
+        class names taken from the items and every later class would be scored under its neighbour's name."""
+        images = [osp.join(folder_dir, f) for f in os.listdir(folder_dir) if not f.startswith(".")]
+        if not images:
+            raise DatasetError('class folder "{}" (label {}, {}) holds no images; restore them (the '
+                               "labels index the class folders)".format(folder_dir, label, name))
+        return images

@@ -44,9 +44,7 @@ class ImageNetTestSet(PTNLDatasetBase):
             class_dir = osp.join(self.image_dir, folder)
             if not osp.isdir(class_dir):
                 raise DatasetError('class folder "{}" (label {}, {}) not found'.format(class_dir, label, name))
-            for f in os.listdir(class_dir):  # the raw listing order, as CoOp
-                if not f.startswith("."):
-                    records.append((osp.join(class_dir, f), label, name))
+            records += [(path, label, name) for path in ImageNet.class_images(class_dir, label, name)]
         log.info("{}: {} images of {} classes".format(type(self).__name__, len(records), len(classes)))
         data = self.make_items(records, self.image_dir)
         return data, None, data

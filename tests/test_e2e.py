@@ -101,6 +101,29 @@ def test_eval_only_reproduces_final_accuracy(world, tmp_path):
     assert not osp.exists(osp.join(ev, "results.json"))
 
 
+def test_eval_only_refuses_a_checkpoint_without_the_trained_context(world, tmp_path):
+    """A checkpoint that lacks a trainable tensor (another trainer's or prompt shape's, here one whose
+    ``ctx`` was removed, as a Dassl-written file without PTNL's digest) is a one-line error naming the
+    file and the tensor; a non-strict load used to leave the context at its random initial value and
+    score that silently."""
+    import torch
+    from ptnl.engine.utils import DIGEST_KEY, load_checkpoint
+    out = str(tmp_path / "run")
+    run_py(train_args(world["data"], world["clip"], out, epochs=1, seed=3, loss="ce"))
+    path = osp.join(out, "prompt_learner", "model.pth.tar-1")
+    ckpt = load_checkpoint(path)
+    ckpt.pop(DIGEST_KEY, None)
+    del ckpt["state_dict"]["ctx"]
+    torch.save(ckpt, path)
+    ev = str(tmp_path / "eval")
+    args = train_args(world["data"], world["clip"], ev, epochs=1, seed=3, loss="ce")
+    proc = run_py(args[:1] + ["--eval-only", "--model-dir", out, "--load-epoch", "1"] + args[1:], check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and path in errors[0] and "ctx" in errors[0], proc.stderr[-2000:]
+    assert "accuracy" not in proc.stdout.split("Load ")[-1]
+
+
 def bad_run(world, tmp_path, extra=(), env=None, root=None, trainer=None, clip=None):
     out = str(tmp_path / "bad")
     args = train_args(root or world["data"], clip or world["clip"], out, epochs=1, extra=extra)

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, SMALL_OPTS
 from ptnl import compat
 from ptnl.clip import load_clip, tokenize
-from ptnl.clip.deep_prompts import (PROMPTSRC_TEMPLATES, IVLPPromptLearner, MaPLePromptLearner,
+from ptnl.clip.deep_prompts import (PROMPTSRC_TEMPLATES, DeepPromptCLIP, IVLPPromptLearner, MaPLePromptLearner,
                                     deep_image_features, deep_text_features, release_text_prompt)
 from ptnl.clip.text import TextEncoder
 from ptnl.config import extend_cfg
@@ -120,6 +120,35 @@ def test_maple_couples_vision_prompts_to_text_prompts(clip_model):
     feats = deep_image_features(clip_model.visual, torch.randn(2, 3, 32, 32), p.vision, p.deep_vision)
     feats.sum().backward()
     assert learner.compound_prompts_text[0].grad.abs().sum() > 0 and learner.ctx.grad.abs().sum() > 0
+
+
+def test_class_text_features_are_computed_once_per_test_pass_and_again_after_a_step(clip_model, monkeypatch):
+    """Without gradients the class text features are reused while the learner is unchanged (one text
+    pass for a whole test split), recomputed after a step changes a prompt, never reused with
+    gradients on; the cached features equal fresh ones. Before, the cache waited for the wrapper's
+    eval mode, which the trainers never set (the learner is the registered model): one pass a batch."""
+    import ptnl.clip.deep_prompts as dp
+    torch.manual_seed(0)
+    learner = MaPLePromptLearner(["banded", "striped"], clip_model, n_ctx=2, ctx_init="a photo of a", depth=2)
+    model = DeepPromptCLIP(learner, clip_model)
+    calls = []
+    real = dp.deep_text_features
+    monkeypatch.setattr(dp, "deep_text_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        first = model(images)
+        again = model(images)
+    assert len(calls) == 1 and torch.equal(first, again)
+    with torch.no_grad():
+        learner.ctx.add_(0.5)  # an optimiser step is an in-place update too
+        stepped = model(images)
+    assert len(calls) == 2 and not torch.equal(stepped, first)
+    model(images)
+    model(images)
+    assert len(calls) == 4  # with gradients: every forward builds its graph
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), stepped)
+    assert len(calls) == 5
 
 
 def test_promptsrc_prompts_are_independent(clip_model):

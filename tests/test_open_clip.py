@@ -9,6 +9,7 @@ import os
 import os.path as osp
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,6 +137,25 @@ def test_zeroshot_equals_open_clips_own_classifier_image_for_image(which, oc, wo
     assert list(norm.mean) == list(t.cfg.INPUT.PIXEL_MEAN)
     if which == "sigmoid":
         assert list(norm.mean) == [0.5] * 3 and t.cfg.INPUT.INTERPOLATION == "bilinear"
+
+
+@pytest.mark.parametrize("which", ["clip", "sigmoid"])
+def test_test_transform_is_open_clips_own_on_a_non_square_image(which, oc, world, tmp_path):
+    """A 'squash' model (the SigLIP-like tag) is evaluated on the whole image resized to the square, not
+    on CoOp's centre crop: the run's test transform equals open_clip's own on a 48x20 image, and a
+    'shortest' model keeps CoOp's (which is open_clip's too). Features are cached per transform repr."""
+    from PIL import Image
+    from open_clip.transform import image_transform
+    from ptnl.clip.open_clip_backbone import open_clip_preprocess
+    t = build("ZeroshotCLIP", world, oc[which], tmp_path / which)
+    pp = open_clip_preprocess(oc[which])
+    own = image_transform(t.cfg.INPUT.SIZE[0], is_train=False, mean=pp["mean"], std=pp["std"],
+                          resize_mode=pp["resize_mode"], interpolation=pp["interpolation"])
+    rng = np.random.RandomState(0)
+    img = Image.fromarray(rng.randint(0, 256, size=(20, 48, 3), dtype=np.uint8))
+    for tfm in (t.dm.tfm_test, t.test_loader.dataset.transform):
+        torch.testing.assert_close(tfm(img), own(img), rtol=0, atol=1e-6)
+    assert (pp["resize_mode"] == "squash") == (which == "sigmoid")
 
 
 def test_logit_bias_leaves_ce_and_gce_unchanged():

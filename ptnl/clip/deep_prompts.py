@@ -12,6 +12,7 @@ from typing import List, NamedTuple, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ptnl.clip.heads import PromptedCLIP
 from ptnl.clip.prompts import PromptLearner, ctx_init_length
 from ptnl.clip.templates import class_prompts, class_text
 from ptnl.clip.text import TextEncoder, normalize, tokenize
@@ -225,34 +226,31 @@ class IVLPPromptLearner(PromptLearner):
         return DeepPrompts(self(), list(self.deep_text), self.vpt, list(self.deep_vision))
 
 
-class DeepPromptCLIP(nn.Module):
-    """CLIP with a deep prompt learner on both encoders; logits are CLIP's scaled cosines. In eval
-    mode without gradients the class text features are computed once and reused until the module
-    changes mode (a test pass costs one text-tower pass, not one per batch)."""
+class DeepPromptCLIP(PromptedCLIP):
+    """CLIP with a deep prompt learner on both encoders; logits are CLIP's scaled cosines. Without
+    gradients the class text features are computed once and reused while the learner's parameters
+    are unchanged (their version counters: an optimiser step or a checkpoint load bumps them), so a
+    test pass costs one text-tower pass, not one per batch."""
 
     def __init__(self, prompt_learner, clip_model):
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.image_encoder = clip_model.visual
-        self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
-        self._text_cache = None
+        super().__init__(prompt_learner, clip_model)
+        self._text_cache = None  # (the learner's parameter versions, text features)
 
-    def train(self, mode=True):
-        self._text_cache = None
-        return super().train(mode)
+    def _learner_state(self):
+        return tuple((id(t), t._version) for t in self.prompt_learner.parameters())
 
     def features(self, image, prompts: Optional[DeepPrompts] = None):
-        """(normalised image features [B, E], normalised class text features [C, E])."""
+        """(normalised image features [B, E], normalised class text features [C, E]); ``prompts``
+        given (PromptSRC's aggregated ones): never cached."""
         p = prompts if prompts is not None else self.prompt_learner.deep_prompts()
         learner = self.prompt_learner
-        if self._text_cache is not None and not self.training and not torch.is_grad_enabled():
-            text = self._text_cache
+        cacheable = prompts is None and not torch.is_grad_enabled()
+        state = self._learner_state() if cacheable else None
+        if cacheable and self._text_cache is not None and self._text_cache[0] == state:
+            text = self._text_cache[1]
         else:
             text = normalize(deep_text_features(self.text_encoder, p.text, learner.tokenized_prompts, p.deep_text))
-            if not self.training and not torch.is_grad_enabled():
-                self._text_cache = text
+            self._text_cache = (state, text) if cacheable else None
         image = normalize(deep_image_features(self.image_encoder, image.type(self.dtype), p.vision, p.deep_vision))
         return image, text
 

@@ -57,7 +57,7 @@ def input_resolution(name_or_path: str) -> int:
     st = os.stat(path)
     key = (osp.abspath(path), st.st_size, st.st_mtime_ns)  # a sweep's checks ask once per run, of one file
     if key not in _FILE_SIZES:
-        _FILE_SIZES[key] = state_dict_resolution(read_state_dict(path))
+        _FILE_SIZES[key] = state_dict_resolution(read_state_dict(path, shapes_only=True))
     return _FILE_SIZES[key]
 
 
@@ -103,3 +103,34 @@ def use_backbone_input(cfg, given) -> List[str]:
             cfg.INPUT[key] = wanted[key]
             changed.append("INPUT.{} {}".format(key, wanted[key]))
     return ["Note: the preprocessing of backbone {} ({})".format(name, ", ".join(changed))] if changed else []
+
+
+def test_transform(cfg, backbone: str = None, size: int = None):
+    """The deterministic view every split is evaluated (and its features cached) through: CoOp's test
+    transform (resize the short side, centre crop), except that an open_clip backbone trained with
+    another ``resize_mode`` gets its own geometry ('squash': resize to the square without a crop;
+    'longest': keep the ratio, pad), as open_clip evaluates it. ``backbone`` / ``size``: another
+    model's (UPL's pseudo-labellers); default the config's."""
+    from ptnl import compat
+    name = backbone or cfg.MODEL.BACKBONE.NAME
+    if size is not None and tuple(cfg.INPUT.SIZE) != (size, size):
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.INPUT.SIZE = (size, size)
+    tfm = compat.build_transform(cfg, is_train=False)
+    mode = open_clip_preprocess(name).get("resize_mode", "shortest") if is_open_clip(name) else "shortest"
+    if tfm is None or mode == "shortest":
+        return tfm
+    import torchvision.transforms as T
+    interp = T.InterpolationMode(cfg.INPUT.INTERPOLATION)
+    hw = tuple(int(s) for s in cfg.INPUT.SIZE)
+    if mode == "squash":
+        geometry = [T.Resize(hw, interpolation=interp)]
+    elif mode == "longest":
+        from open_clip.transform import CenterCropOrPad, ResizeKeepRatio
+        geometry = [ResizeKeepRatio(hw, interpolation=interp, longest=1), CenterCropOrPad(hw, fill=0)]
+    else:
+        raise ConfigError("open_clip backbone {} resizes with resize_mode {!r}; PTNL knows 'shortest', 'squash' and "
+                          "'longest'".format(name, mode))
+    rest = [t for t in tfm.transforms if not isinstance(t, (T.Resize, T.CenterCrop))]
+    return T.Compose(geometry + rest)

@@ -4,6 +4,7 @@ the dataset summary), with the training loader built once, over the training set
 from typing import Callable, Optional
 
 from ptnl import compat
+from ptnl.clip.preprocess import test_transform
 from ptnl.data.randomness import build_train_loader
 
 
@@ -18,7 +19,7 @@ class RunData(compat.DataManager):
         self.cfg = cfg
         self.dataset = dataset = compat.build_dataset(cfg)
         self.tfm_train = compat.build_transform(cfg, is_train=True)
-        self.tfm_test = compat.build_transform(cfg, is_train=False)
+        self.tfm_test = test_transform(cfg)
         t = cfg.DATALOADER.TEST
         self.train_loader_x = None
         self.train_loader_u = None

@@ -177,12 +177,28 @@ class CheckpointIO:
             print("Load {} to {} (epoch={}, val_result={})".format(
                 model_path, name, checkpoint["epoch"],
                 "{:.1f}".format(val_result) if val_result is not None else None))
-            self._models[name].load_state_dict(state_dict, strict=False)
+            result = self._models[name].load_state_dict(state_dict, strict=False)
+            check_loaded(self._models[name], result, model_path, self.frozen_state_keys(name))
 
     def frozen_state_keys(self, name):
         """State-dict keys of model ``name`` that are recomputed at build time and must not be
         overwritten by a checkpoint (CoOp: the token prefix and suffix buffers)."""
         return ()
+
+
+def check_loaded(model, result, path, rebuilt=()):
+    """``CheckpointError`` when loading ``path`` into ``model`` left a trainable parameter at its
+    initial value (missing from the file) or the file holds tensors the model has no place for: a
+    checkpoint of another prompt shape or trainer, which a non-strict load would evaluate silently.
+    ``rebuilt``: keys the trainer recomputes itself (dropped from the file on purpose)."""
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(k for k in result.missing_keys if k in trainable and k not in rebuilt)
+    unexpected = sorted(result.unexpected_keys)
+    if missing or unexpected:
+        raise CheckpointError('Checkpoint "{}" does not fit the model it is loaded into:{}{} (a checkpoint of '
+                              "another trainer or prompt shape?)".format(
+                                  path, " missing trainable {}".format(", ".join(missing[:6])) if missing else "",
+                                  " unexpected {}".format(", ".join(unexpected[:6])) if unexpected else ""))
 
 
 class TrainerBase(CheckpointIO):

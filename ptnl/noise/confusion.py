@@ -2,8 +2,8 @@
 feature cache, so the dataset step and later runs share one computation."""
 import torch
 
-from ptnl import compat
 from ptnl.clip.features import zeroshot_logits
+from ptnl.clip.preprocess import test_transform
 from ptnl.clip.templates import dataset_template
 from ptnl.clip.weights import load_clip
 from ptnl.io import get_logger
@@ -28,7 +28,7 @@ class ConfusionScorer:
                 self.cfg.MODEL.BACKBONE.NAME, self.template))
             self._model = load_clip(self.cfg.MODEL.BACKBONE.NAME, device=device,
                                     prec="fp16" if use_cuda else "fp32")
-            self._transform = compat.build_transform(self.cfg, is_train=False)
+            self._transform = test_transform(self.cfg)
         return zeroshot_logits(self._model, impaths, self.classnames, [self.template], self._transform,
                                self.cfg.DATASET.NAME, batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
                                num_workers=self.cfg.DATALOADER.NUM_WORKERS,

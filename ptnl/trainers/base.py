@@ -30,6 +30,7 @@ from ptnl.losses import loss_from_cfg, loss_line, loss_options
 from ptnl.noise import TrainingSet, check_protocol, label_training_set
 from ptnl.runs.files import DIAG_FILE, DIVERGED_FILE, NOISE_FILE, RESULTS_FILE, config_digest
 from ptnl.runs.identity import flat_config, settings_digest
+from ptnl.trainers.class_transfer import class_transfer_problem, trained_classnames
 from ptnl.trainers.diagnostics import SCALARS, EpochDiagnostics, epoch_line, per_sample_grad_norms
 from ptnl.trainers import preemption
 from ptnl.trainers.evaluation import FeatureEvaluation
@@ -63,6 +64,9 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
     """Subclasses build ``self.model`` (logits from images) and register its trainable part
     (``build_model``); a trainer that changes what is optimised overrides ``compute_loss``."""
 
+    USES_LOSS = True  # False: TRAINER.PTNL.LOSS steers nothing (no loss, or the method's own): tables show none
+    USES_SEED = True  # False: nothing depends on the seed (nothing drawn, nothing trained): one seed is all
+    # COLOUR = "#RRGGBB" (its own, not inherited) and LINE_STYLE = (marker, linestyle): its look in figures
     TRAINS = True  # False: no epoch loop (ZeroshotCLIP, LinearProbe)
     PROMPT_SETTINGS = False  # True: N_CTX, CSC, CLASS_TOKEN_POSITION, CTX_INIT shape the model
     SAVE_TEST_LOGITS = False  # True: always write test_logits.pt (else TRAINER.PTNL.SAVE_TEST_LOGITS)
@@ -76,8 +80,18 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
             return compat.CheckpointIO.resume_model_if_exist(self, directory)
 
     def load_model(self, directory, epoch=None):
+        if directory and self.get_model_names():  # a per-class state refuses other classes (class_transfer)
+            problem = class_transfer_problem(trained_classnames(directory), self.dm.dataset.classnames,
+                                             self.class_specific_state(), directory)
+            if problem:
+                raise CheckpointFileError(problem)
         with _checkpoint_errors():
             return compat.CheckpointIO.load_model(self, directory, epoch)
+
+    def class_specific_state(self) -> str:
+        """What of the trained state holds one part per class ("" when nothing does; a trainer whose
+        trained state is class-agnostic returns ""): by default, all of it (a head's rows)."""
+        return "trained parameters ({})".format(", ".join(self.get_model_names()))
 
     def __init__(self, cfg):
         self._wall_start = time.time()
@@ -198,8 +212,8 @@ class PTNLTrainerBase(FeatureEvaluation, compat.TrainerX):
         return summary
 
     # ------------------------------------------------------------------ training step
-    def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
+    def parse_batch_train(self, batch):  # non_blocking: a pinned batch (CUDA loaders pin) copies asynchronously
+        return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
 
     def autocast(self):
         """The precision context of the forward pass: autocast under amp (fp16, CUDA) and bf16

@@ -11,7 +11,7 @@ from ptnl.clip.weights import BackboneError, WeightsNotFoundError, downloads_off
 from ptnl.errors import ConfigError
 from ptnl.io import get_logger
 from ptnl.noise import flip_noise
-from ptnl.trainers.base import PTNLTrainerBase
+from ptnl.trainers.base import CheckpointFileError, PTNLTrainerBase
 from ptnl.trainers.registry import register_trainer
 
 log = get_logger(__name__)
@@ -63,6 +63,8 @@ class LinearProbe(PTNLTrainerBase):
     ``fixed``: L2-normalised features, C = TRAINER.LINEAR_PROBE.C (or SEARCH_C's coarse grid).
     TRAINER.LINEAR_PROBE.VAL_NOISE gives the val split the run's label noise."""
 
+    COLOUR = "#000000"
+    USES_LOSS = False  # logistic regression
     TRAINS = False
 
     @classmethod
@@ -81,6 +83,14 @@ class LinearProbe(PTNLTrainerBase):
         self.freeze_all_but(self.model, [])  # fitted by sklearn, not by gradients
         self.model.to(self.device).eval()
         self.build_loss()
+
+    def load_model(self, directory, epoch=None):
+        """Refused for a trained run's folder: the probe keeps no checkpoint (its classifier is fitted in
+        seconds, then tested), so an evaluation would score the untrained all-zero classifier."""
+        if directory:
+            raise CheckpointFileError("--eval-only: LinearProbe keeps no checkpoint in {} (its classifier is fitted, "
+                                      "then tested, in one run): run it without --eval-only on the data to evaluate "
+                                      "instead".format(directory))
 
     @property
     def raw_features(self):
@@ -152,6 +162,7 @@ class ImageNetFT(PTNLTrainerBase):
     MODEL.BACKBONE.NAME: a torchvision architecture name (its IMAGENET1K_V1 weights, downloaded
     into torch's hub cache) or a weights file for TRAINER.IMAGENET_FT.ARCH."""
 
+    COLOUR = "#F0E442"
     USES_CLIP = False  # its input is the config's (ImageNet preprocessing), its size not a CLIP's
 
     def build_model(self):

@@ -17,6 +17,8 @@ log = get_logger(__name__)
 class ClassifierC(PTNLTrainerBase):
     """A linear head initialised with the text features of the dataset's template prompts."""
 
+    COLOUR = "#E69F00"
+
     def initial_weight(self, clip_model, classnames):
         template = dataset_template(self.cfg.DATASET.NAME)
         log.info("Initialising the classifier from the text features of {!r}".format(template))
@@ -37,6 +39,8 @@ class ClassifierC(PTNLTrainerBase):
 class ClassifierR(ClassifierC):
     """The same linear head, randomly initialised (N(0, 0.02))."""
 
+    COLOUR = "#D55E00"
+
     def initial_weight(self, clip_model, classnames):
         dim = embed_dim(clip_model)
         return torch.randn(len(classnames), dim) * 0.02
@@ -46,12 +50,17 @@ class ClassifierR(ClassifierC):
 class ZeroshotCLIP(ClassifierC):
     """CLIP with the dataset's template prompts; nothing is trained."""
 
+    COLOUR = "#999999"
+    USES_LOSS = False
+    USES_SEED = False
     TRAINS = False
 
 
 @register_trainer
 class TEncFT(PTNLTrainerBase):
     """CLIP's text encoder fine-tuned on the dataset's template prompts."""
+
+    COLOUR = "#CC79A7"
 
     @property
     def precision(self):
@@ -71,3 +80,6 @@ class TEncFT(PTNLTrainerBase):
         self.freeze_all_but(self.model, ["text_encoder."])
         self.model.to(self.device)
         self.register_trainable("text_encoder", self.model.text_encoder)
+
+    def class_specific_state(self):
+        return ""  # the text encoder, run on the current classes' prompts

@@ -8,8 +8,9 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from ptnl.clip.heads import PromptedCLIP
 from ptnl.clip.prompts import PromptLearner, assemble_prompts
-from ptnl.clip.text import TextEncoder, normalize
+from ptnl.clip.text import normalize
 from ptnl.errors import ConfigError
 from ptnl.io import get_logger
 from ptnl.trainers.base import PTNLTrainerBase
@@ -54,23 +55,17 @@ class ConditionalPromptLearner(PromptLearner):
         return assemble_prompts(tile(self.token_prefix), ctx, tile(self.token_suffix), self.name_lens)
 
 
-class ConditionalCLIP(nn.Module):
+class ConditionalCLIP(PromptedCLIP):
     """Frozen CLIP encoders around a ``ConditionalPromptLearner``: logits [B, C] are the scaled
     cosines of each image's feature with the text features of its own C prompts."""
-
-    def __init__(self, prompt_learner, clip_model):
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.image_encoder = clip_model.visual
-        self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
 
     def logits_from_features(self, features):
         """Logits from the image encoder's raw features [B, E] (e.g. cached ones)."""
         f = normalize(features.type(self.dtype))
         learner, n_cls = self.prompt_learner, self.prompt_learner.n_cls
-        step = len(f) if self.training else max(1, PROMPTS_PER_PASS // n_cls)
+        # training needs the whole batch's graph; an evaluation (no gradients: the trainers never put this
+        # wrapper in eval mode, only its prompt learner) goes PROMPTS_PER_PASS prompts at a time
+        step = len(f) if torch.is_grad_enabled() else max(1, PROMPTS_PER_PASS // n_cls)
         scale = self.logit_scale.exp()
         out = []
         for i in range(0, len(f), step):
@@ -97,6 +92,7 @@ class CoCoOp(PTNLTrainerBase):
     CLASS_TOKEN_POSITION are CoOp's only (CoCoOp's context is shared, the class token at the end).
     Not a ``PTNL`` subclass: its prompt depends on the image, so there is no fixed prompt to export."""
 
+    COLOUR = "#332288"
     PROMPT_SETTINGS = True
     GROUPABLE = True  # trains its prompt learner through the base step; the image encoder runs once a batch
     raw_features = True  # the model normalises in its own dtype, as the release does
@@ -129,3 +125,6 @@ class CoCoOp(PTNLTrainerBase):
 
     def frozen_state_keys(self, name):
         return ("token_prefix", "token_suffix")  # rebuilt from the current class names (base-to-new, transfer)
+
+    def class_specific_state(self):
+        return ""  # one shared context and the meta-net: any class names

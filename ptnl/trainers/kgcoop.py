@@ -37,6 +37,8 @@ class KgCoOp(PTNL):
     """CoOp's context (every TRAINER.PTNL prompt option) trained with the run's loss plus
     TRAINER.KGCOOP.W times the distance to the hand-crafted class text features."""
 
+    COLOUR = "#117733"
+
     def build_model(self):
         super().build_model()  # CoOp's prompt learner, registered and on the device
         learner, text_encoder = self.model.prompt_learner, self.model.text_encoder

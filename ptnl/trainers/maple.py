@@ -37,6 +37,9 @@ class DeepPromptTrainer(PTNLTrainerBase):
     def frozen_state_keys(self, name):
         return ("token_prefix", "token_suffix")  # rebuilt from the current class names (base-to-new, cross-dataset)
 
+    def class_specific_state(self):
+        return ""  # shared text and vision prompts: any class names
+
     def prompt_settings(self):
         learner = self.model.prompt_learner
         return {"n_ctx": learner.n_ctx, "csc": False, "class_token_position": "end",
@@ -47,7 +50,9 @@ class DeepPromptTrainer(PTNLTrainerBase):
 class MaPLe(DeepPromptTrainer):
     """MaPLe's coupled vision-language prompts to depth TRAINER.MAPLE.PROMPT_DEPTH."""
 
+    COLOUR = "#882255"
     OPTIONS = "MAPLE"
+    MODEL_KEYS = ("TRAINER.MAPLE.",)  # every key shapes the prompts: --eval-only takes them from the trained run
 
     def make_prompt_learner(self, classnames, clip_model):
         o = self.cfg.TRAINER.MAPLE

@@ -21,6 +21,8 @@ def n_ctx_0_warning(trainer: str) -> str:
 class PTNL(PTNLTrainerBase):
     """Trains CoOp's context vectors; everything of CLIP stays frozen."""
 
+    COLOUR = "#0072B2"
+
     LEARN_CTX, LEARN_NAMES, FIXED_TEMPLATE = True, False, None
     PROMPT_SETTINGS = True
     GROUPABLE = True  # its subclasses here too; a subclass with its own epoch loop or stream says False
@@ -53,16 +55,24 @@ class PTNL(PTNLTrainerBase):
     def frozen_state_keys(self, name):
         return ("token_prefix", "token_suffix")
 
+    def class_specific_state(self):
+        learner = self.model.prompt_learner
+        parts = ["class-specific context"] * (learner.ctx.dim() == 3) + ["class-name tokens"] * learner.learn_names
+        return " and ".join(parts)  # "": one shared context, rebuilt around any class names
+
 
 @register_trainer
 class FullPromptTuning(PTNL):
     """Context vectors and the class-name token embeddings are both trained."""
 
+    COLOUR = "#56B4E9"
     LEARN_NAMES = True
 
 
 @register_trainer
 class CLSTuning(PTNL):
     """Only the class-name token embeddings are trained, under the fixed template "a photo of a"."""
+
+    COLOUR = "#009E73"
 
     LEARN_CTX, LEARN_NAMES, FIXED_TEMPLATE = False, True, "a photo of a"

@@ -42,7 +42,11 @@ def self_consistency_loss(text, text_zs, image, image_zs, logits, logits_zs, tex
 class PromptSRC(DeepPromptTrainer):
     """Independent vision-language prompts with PromptSRC's self-regularisation and GPA."""
 
+    COLOUR = "#AA4499"
     OPTIONS = "PROMPTSRC"
+    # the keys that shape the prompts: --eval-only takes them from the trained run
+    MODEL_KEYS = tuple("TRAINER.PROMPTSRC." + k for k in ("N_CTX_TEXT", "N_CTX_VISION", "CTX_INIT", "PROMPT_DEPTH_TEXT",
+                                                         "PROMPT_DEPTH_VISION"))
 
     def make_prompt_learner(self, classnames, clip_model):
         o = self.cfg.TRAINER.PROMPTSRC

@@ -5,6 +5,7 @@ import torch
 
 from ptnl import compat
 from ptnl.clip.features import zeroshot_logits
+from ptnl.clip.preprocess import test_transform
 from ptnl.clip.templates import template_set
 from ptnl.clip.weights import load_clip
 from ptnl.data.base import PTNLDatasetBase
@@ -25,6 +26,7 @@ class UPL(PTNL):
     (``topk`` most confident or ``random``), and prompt-tunes on them. Ground-truth labels are
     only read afterwards, to report pseudo-label quality."""
 
+    COLOUR = "#0072B2"  # prompt tuning as PTNL, on pseudo-labels
     SAVE_TEST_LOGITS = True
     GROUPABLE = False  # trains on its own pseudo-labelled set
 
@@ -76,8 +78,7 @@ class UPL(PTNL):
         for name in self.pseudo_backbones():
             model = load_clip(name, device=self.device, prec="fp16" if self.device.type == "cuda" else "fp32")
             res = model.visual.input_resolution
-            tfm = compat.build_transform(cfg, is_train=False) if tuple(cfg.INPUT.SIZE) == (res, res) \
-                else _test_transform(cfg, res)
+            tfm = test_transform(cfg, backbone=name, size=res)
             logits = zeroshot_logits(model, paths, classnames, templates, tfm, cfg.DATASET.NAME,
                                      batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
                                      num_workers=cfg.DATALOADER.NUM_WORKERS,
@@ -103,14 +104,6 @@ def upl_k(cfg) -> int:
         if k > 0:
             return k
     return UPL_DEFAULT_K
-
-
-def _test_transform(cfg, size):
-    """The test transform at another backbone's input size."""
-    c = cfg.clone()
-    c.defrost()
-    c.INPUT.SIZE = (size, size)
-    return compat.build_transform(c, is_train=False)
 
 
 def selection_message(selected, k, selection, candidates, names):

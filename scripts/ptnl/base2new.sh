@@ -12,7 +12,8 @@
 # ENGINE, DRY_RUN); NCTX defaults to 4 for CoCoOp and KgCoOp (their configs' "a photo of a"), else 16.
 # Folders: the training runs under <loss>/base2new/, their new-class evaluations under
 # <loss>/base2new-new/ (evaluation.json). A seed not trained yet (ENGINE slurm: still queued) is
-# evaluated when the script runs again; an evaluated one is not evaluated twice. The table:
+# evaluated when the script runs again; an evaluated one is not evaluated twice, unless its run was
+# trained again after the evaluation (then it is evaluated again). The table:
 # python -m ptnl.report.protocols base2new OUT/DATASET/TRAINER (also averages over datasets).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -40,7 +41,11 @@ for SHOT in ${SHOTS}; do
       echo "Not trained yet: ${DIR} (run this script again when it is, to evaluate it on the new classes)"
       continue
     fi
-    if [ -f "${NEW}/evaluation.json" ]; then echo "Evaluated already: ${NEW}"; continue; fi
+    if [ -f "${NEW}/evaluation.json" ]; then
+      # an evaluation older than the run it evaluated is of an earlier model (the run was trained again)
+      if [ "${NEW}/evaluation.json" -nt "${DIR}/results.json" ]; then echo "Evaluated already: ${NEW}"; continue; fi
+      echo "Evaluating again (the run was trained after its evaluation): ${NEW}"
+    fi
     EPOCH=$(ls "${DIR}"/*/model.pth.tar-* | sed 's/.*model\.pth\.tar-//' | sort -n | tail -1)
     echo "New classes: ${NEW}"
     "$PYTHON" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \

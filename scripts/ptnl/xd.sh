@@ -13,7 +13,8 @@
 # main.sh (DATA, OUT, SEEDS, SHOTS, NOISE_TYPE, NOISE_MODE, CLIP_WEIGHTS, PYTHON, ENGINE, DRY_RUN);
 # NCTX defaults to 4 for CoCoOp and KgCoOp, else 16. The evaluations go to
 # <the trained setting's folder>/../xd-<target>/ (evaluation.json beside the run's folders); a target
-# evaluated already is not evaluated again, a target whose data is missing is named and skipped
+# evaluated already is not evaluated again (unless the run was trained again after that evaluation),
+# a target whose data is missing is named and skipped
 # (exit status 1 at the end). The table: python -m ptnl.report.protocols xd OUT/SOURCE/TRAINER.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -52,7 +53,11 @@ for SHOT in ${SHOTS}; do
     EPOCH=$(ls "${DIR}"/*/model.pth.tar-* | sed 's/.*model\.pth\.tar-//' | sort -n | tail -1)
     for T in ${TARGETS}; do
       EVAL=$(VARIANT="xd-${T}" ptnl_run_dir "${TRAINER}" "${LOSS}" "${RATE}" "${SHOT}" "${SEED}")
-      if [ -f "${EVAL}/evaluation.json" ]; then echo "Evaluated already: ${EVAL}"; continue; fi
+      if [ -f "${EVAL}/evaluation.json" ]; then
+        # an evaluation older than the run it evaluated is of an earlier model (the run was trained again)
+        if [ "${EVAL}/evaluation.json" -nt "${DIR}/results.json" ]; then echo "Evaluated already: ${EVAL}"; continue; fi
+        echo "Evaluating again (the run was trained after its evaluation): ${EVAL}"
+      fi
       echo "Target ${T}: ${EVAL}"
       "$PYTHON" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
         --dataset-config-file "configs/datasets/${T}.yaml" \

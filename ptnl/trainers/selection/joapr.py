@@ -40,6 +40,9 @@ class JoAPR(SampleSelectionTrainer):
     (two thresholds) splits the set into X (clean, refined soft labels with weights w) and U (noisy,
     sharpened predictions), trained together with mixup and a uniform-prior term."""
 
+    COLOUR = "#D55E00"
+    LINE_STYLE = ("X", "-.")  # a marker no loss has
+    USES_LOSS = False  # CE with mixup and its penalties, whatever LOSS says
     CFG_NODE = "JOAPR"
 
     def before_train(self):

@@ -19,6 +19,9 @@ class NLPrompt(SampleSelectionTrainer):
     Sinkhorn, uniform marginals) gives pseudo-labels; items whose pseudo-label is their given label
     form X, trained with CE, then the others (U) with MAE on their given labels."""
 
+    COLOUR = "#009E73"
+    LINE_STYLE = ("P", "-.")  # a marker no loss has
+    USES_LOSS = False  # CE on the clean part, MAE on the rest
     CFG_NODE = "NLPROMPT"
     RELEASE_PASS_TRANSFORM = "train"  # the release's OT pass runs over its training loader (augmented views)
 
