@@ -1,11 +1,12 @@
 """The paper's Figure 1 for one dataset as one grid: ``scripts/ptnl/sweep.sh`` (PTNL with CE and GCE,
 the linear probe and the randomly initialised linear classifier, every noise rate, 3 seeds) on a
-generated 47-class, 16-shot DTD-layout dataset, in three modes from the same warm feature cache:
-separate processes (GROUP=0), today's groups (GROUP=1 STACK=0: the runs that share a data stream
-train in one process) and stacked groups (GROUP=1: those of one prompt shape also share one
-text-encoder pass and one backward, ``ptnl.trainers.stacked``), one seed at a time in every mode
-(the modes' order rotating from seed to seed). Prints each mode's wall time, the ratios, and
-whether every run's test accuracy is the same in the three modes.
+generated 47-class, 16-shot DTD-layout dataset, in four modes from the same warm feature cache:
+separate processes (GROUP=0), a process a group (GROUP=1 PACK=0 STACK=0: the runs that share a data
+stream train in one process, as before the grid became one process), one process (STACK=0: the
+grid's groups and lone runs one after another in one process, ``ptnl.sweep.group.pack``) and one
+process with stacked groups (the defaults: the runs of one prompt shape in a group also share one
+text-encoder pass and one backward, ``ptnl.trainers.stacked``). Prints each mode's wall time, the
+ratios, and whether every run's test accuracy is the same in every mode (and every round).
 
     python -m benchmarks.figure1 --short   # CPU: a small CLIP (32 px), rates 0.0 0.5, 2 epochs, no
                                            # workers, the linear probe at a fixed C
@@ -27,7 +28,8 @@ import time
 
 from benchmarks.common import REPO, make_bench
 
-MODES = {"separate": {"GROUP": "0"}, "grouped": {"GROUP": "1", "STACK": "0"}, "stacked": {"GROUP": "1", "STACK": "1"}}
+MODES = {"separate": {"GROUP": "0"}, "grouped": {"GROUP": "1", "PACK": "0", "STACK": "0"},
+         "packed": {"GROUP": "1", "PACK": "1", "STACK": "0"}, "stacked": {"GROUP": "1", "PACK": "1", "STACK": "1"}}
 PAPER_RATES = "0.0 0.125 0.25 0.375 0.5 0.625 0.75"
 
 
@@ -46,8 +48,9 @@ def settings(argv=None):
     p.add_argument("--losses", default="ce gce")
     p.add_argument("--noise-mode", default="swap", choices=("swap", "flip"))
     p.add_argument("--workers", type=int, default=None, help="DATALOADER.NUM_WORKERS (full: the config's; short: 0)")
-    p.add_argument("--modes", default="separate grouped stacked")
+    p.add_argument("--modes", default="separate grouped packed stacked")
     p.add_argument("--engine", default="local", help="ENGINE of the grid script (local | gpus)")
+    p.add_argument("--rounds", type=int, default=1, help="run the grid this many times in each mode (times summed)")
     a = p.parse_args(argv)
     a.arch = a.arch or ("small" if a.short else "ViT-B/32")
     a.rates = a.rates or ("0.0 0.5" if a.short else PAPER_RATES)
@@ -104,13 +107,17 @@ def main(argv=None):
         warm = argparse.Namespace(**dict(vars(a), epochs=1, trainers="PTNL", losses="ce"))
         grid(work, weights, opts, warm, "separate", os.path.join(work, "out-warm-up"), rates="0.0", seeds="1")
         times, accs = {m: 0.0 for m in modes}, {m: {} for m in modes}
-        # one seed at a time in every mode, the modes' order rotating: the machine's drift (a shared
-        # or throttled CPU) falls on every mode alike instead of on whichever ran last
-        for i, seed in enumerate(a.seeds.split()):
-            for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
-                seconds, got = grid(work, weights, opts, a, mode, os.path.join(work, "out-" + mode), seeds=seed)
+        # each mode runs the whole grid as one sweep.sh call (the grid is the unit: PACK trains it in
+        # one process); with --rounds N the grid runs N times in each mode, the modes' order rotating
+        # from round to round, so that a machine's drift falls on every mode alike
+        for r in range(a.rounds):
+            for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
+                out = os.path.join(work, "out-{}-{}".format(mode, r))
+                seconds, got = grid(work, weights, opts, a, mode, out)
                 times[mode] += seconds
-                accs[mode].update(got)
+                print("  round {} {:9s} {:8.1f} s".format(r + 1, mode, seconds), flush=True)
+                for key, acc in got.items():
+                    accs[mode].setdefault(key, set()).add(acc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     runs = len(accs[modes[0]])
@@ -118,17 +125,20 @@ def main(argv=None):
           "(random weights), {}, warm feature cache".format(
               a.trainers, a.losses, a.rates, a.seeds, a.classes, a.shots, a.noise_mode, a.epochs, runs,
               a.arch, "CUDA" if _cuda() else "CPU"))
-    names = {"separate": "separate processes (GROUP=0)", "grouped": "today's groups (STACK=0)",
-             "stacked": "stacked groups"}
+    names = {"separate": "separate processes (GROUP=0)", "grouped": "a process a group (PACK=0 STACK=0)",
+             "packed": "one process (STACK=0)", "stacked": "one process, stacked"}
     base = times[modes[0]]
     for mode in modes:
         print("  {:30s}: {:8.1f} s   ({:.2f}x {})".format(names[mode], times[mode], base / times[mode], modes[0]))
     if "grouped" in times and "stacked" in times:
-        print("  stacked against today's groups: {:.2f}x".format(times["grouped"] / times["stacked"]))
-    same = all(accs[m] == accs[modes[0]] for m in modes) and runs > 0
-    print("  accuracies: {} runs, {}".format(runs, "identical in every mode" if same else "DIFFERENT: " + "; ".join(
-        "{}: {}".format(k, [accs[m].get(k) for m in modes]) for k in sorted(accs[modes[0]], key=str)
-        if len({accs[m].get(k) for m in modes}) > 1)))
+        print("  one process, stacked, against a process a group: {:.2f}x".format(times["grouped"] / times["stacked"]))
+    keys = sorted(set().union(*(accs[m] for m in modes)), key=str)
+    differ = {k: [sorted(accs[m].get(k, ())) for m in modes] for k in keys
+              if len(set().union(*(accs[m].get(k, {None}) for m in modes))) > 1}
+    same = runs > 0 and not differ
+    print("  accuracies: {} runs, {}".format(runs, "identical in every mode" + (" and round" if a.rounds > 1 else "")
+                                            if same else "DIFFERENT: " + "; ".join(
+                                                "{}: {}".format(k, v) for k, v in differ.items())))
     return 0 if same else 1
 
 

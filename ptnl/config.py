@@ -304,6 +304,9 @@ class _ValueRules(Mapping):
     def __len__(self):
         return len(self._all())
 
+    def items(self):  # one pass over the registry, not one per key (Mapping's items() looks each key up)
+        return self._all().items()
+
 
 VALUE_RULES = _ValueRules()
 

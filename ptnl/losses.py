@@ -15,6 +15,7 @@ loss, checks their values with the other keys', and ``build_loss`` / ``loss_from
 their lower-case key name. This module imports torch only where a loss is computed: the config and the
 grid scripts (``python -m ptnl.sweep``) read the options without it.
 """
+import functools
 import inspect
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Set, Union
 
@@ -72,7 +73,9 @@ def available_losses() -> List[str]:
     return LOSSES.names()
 
 
+@functools.lru_cache(maxsize=None)
 def _defaults(fn):
+    """{keyword: default} of a loss function's signature (asked once per run and per loss)."""
     return {k: p.default for k, p in inspect.signature(fn).parameters.items()
             if p.default is not inspect.Parameter.empty}
 

@@ -344,3 +344,18 @@ def test_diverged_run_is_listed_not_averaged(tmp_path, capsys):
     rc, out, _ = cli([tmp_path / "out", "--format", "json"], capsys)
     doc = json.loads(out)  # strict JSON: no NaN anywhere
     assert [i["diverged"] for i in doc["incomplete"]] == [True] and doc["groups"][0]["n"] == 1
+
+
+def test_a_table_of_runs_without_saved_logits_is_made_without_torch(tmp_path):
+    """The grid scripts end with ``python -m ptnl.report --pivot``: without saved test logits (no
+    seed ensemble to compute) it never imports torch (3 s of a 10-run grid's 2-core minute)."""
+    import subprocess
+    import sys
+    for seed in (1, 2):
+        write_run(tmp_path / "out", seed, 60.0 + seed)
+    code = ("import sys; from ptnl.report.cli import main; rc = main([sys.argv[1], '--pivot']); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True,
+                          cwd=osp.dirname(osp.dirname(osp.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    assert "61.50" in proc.stdout and "torch imported: False" in proc.stdout, proc.stdout

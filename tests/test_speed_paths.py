@@ -57,6 +57,32 @@ def test_decoded_image_wrapper_gives_identical_batches(world, tmp_path):
     assert tiny(t.cfg, t.dm.dataset.train_x, transform=None, is_train=True).decoded == {}
 
 
+def test_decoded_images_are_held_for_the_process_and_decoded_again_when_a_file_changes(tmp_path, monkeypatch):
+    """The runs of one process (a grid's runs one after another) decode an image once; a file
+    replaced in place (new size or modification time) is decoded again; what goes beyond the budget
+    is let go, least recently asked for first."""
+    from PIL import Image
+    from ptnl.data import decoded
+    monkeypatch.setattr(decoded, "_HELD", type(decoded._HELD)())
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / "{}.png".format(i)))
+        Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(paths[-1])
+    reads = []
+    real = decoded.compat.read_image
+    monkeypatch.setattr(decoded.compat, "read_image", lambda p: reads.append(p) or real(p))
+    first = decoded.decode_images(paths[:2], 1)
+    second = decoded.decode_images(paths[:2], 1)
+    assert reads == paths[:2] and all(first[p] is second[p] for p in paths[:2])
+    Image.new("RGB", (64, 64), (0, 255, 0)).save(paths[0])  # replaced in place: decoded again
+    os.utime(paths[0], ns=(1, 1))
+    third = decoded.decode_images(paths[:2], 1)
+    assert reads == paths[:2] + paths[:1] and third[paths[0]].getpixel((0, 0)) == (0, 255, 0)
+    # a budget of two images' worth (64 x 64 x 3 bytes each): asking for the third lets go the oldest
+    decoded.decode_images(paths[1:], 2 * 64 * 64 * 3 / 2 ** 20)
+    assert sorted(k[0] for k in decoded._HELD) == paths[1:]
+
+
 def test_features_cached_for_one_encoder_precision_are_not_read_for_another(world, tmp_path, monkeypatch):
     """The feature cache's key names the device type and the encoder's dtype: features a CUDA fp16
     run cached in a shared folder are not what a CPU fp32 run reads, and the reverse."""

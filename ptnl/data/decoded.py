@@ -1,19 +1,45 @@
 """Training data without repeated decoding: the few-shot images are decoded once and kept in
-memory (the random augmentations still run on every access, so batches are unchanged)."""
+memory (the random augmentations still run on every access, so batches are unchanged). The decoded
+images are held for the whole process, keyed on each file's path, size and modification time: the
+runs of one process (``train.py --group``, a grid's runs one after another) decode an image once."""
+import os
+from collections import OrderedDict
+
 from ptnl import compat
 
 _BYTES_PER_PIXEL = 3
+# (path, size, mtime in ns) -> decoded RGB image, least recently asked for first; this process only
+_HELD: "OrderedDict[tuple, object]" = OrderedDict()
+
+
+def _size(img) -> int:
+    return img.width * img.height * _BYTES_PER_PIXEL
 
 
 def decode_images(paths, budget_mb):
-    """{path: RGB PIL image} for ``paths`` if all of them fit in ``budget_mb`` decoded, else {}."""
-    decoded, used = {}, 0
+    """{path: RGB PIL image} for ``paths`` if all of them fit in ``budget_mb`` decoded, else {}.
+    Images this process decoded before are reused when the file's size and modification time are
+    unchanged (a replaced file is decoded again); what is held beyond ``budget_mb`` (the images of
+    earlier runs not asked for now) is let go, least recently asked for first."""
+    budget = budget_mb * 2 ** 20
+    decoded, fresh, used = {}, {}, 0
     for p in dict.fromkeys(paths):
-        img = compat.read_image(p)
-        used += img.width * img.height * _BYTES_PER_PIXEL
-        if used > budget_mb * 2 ** 20:
-            return {}
+        st = os.stat(p)
+        key = (p, st.st_size, st.st_mtime_ns)
+        img = _HELD.get(key)
+        if img is None:
+            img = fresh[key] = compat.read_image(p)
+        else:
+            _HELD.move_to_end(key)
+        used += _size(img)
+        if used > budget:
+            return {}  # does not fit: plain reading (nothing of it is held)
         decoded[p] = img
+    _HELD.update(fresh)
+    held = sum(_size(img) for img in _HELD.values())
+    while held > budget:  # this set (at the end, within the budget) stays
+        _, img = _HELD.popitem(last=False)
+        held -= _size(img)
     return decoded
 
 

@@ -9,18 +9,19 @@ std (population) and the accuracy of the averaged logits.
 import os.path as osp
 
 import numpy as np
-import torch
 
 from ptnl.runs.files import LOGITS_FILE
 from ptnl.runs.read import GROUP_KEYS, find_runs, load_run
 
 
 def load_logits(run_dir):
+    import torch  # here: tables of runs without saved logits are made without torch (a second or more)
     return torch.load(osp.join(run_dir, LOGITS_FILE), map_location="cpu", weights_only=True)
 
 
 def ensemble_accuracy(states):
     """Accuracy (%) of the mean of the runs' logits; runs are aligned by image path."""
+    import torch
     ref = states[0]
     order = {p: i for i, p in enumerate(ref["impaths"])}
     total = torch.zeros_like(ref["logits"], dtype=torch.float64)

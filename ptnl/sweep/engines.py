@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ptnl.registry import Registry
 from ptnl.sweep import group
-from ptnl.sweep.plan import (Progress, answer_text, call, check_plan, differences, finished, hms, label,
+from ptnl.sweep.plan import (Progress, answer_text, check_plan, differences, finished, hms, label,
                              run_reports, settings_state, start_line, stop_child, sweep_dir)
 
 
@@ -82,19 +82,88 @@ def units(plan: Dict, todo: List[int], write: bool = True) -> List[Tuple[List[in
     return out
 
 
-def unit_lines(plan: Dict, prog: Progress, members: List[int], where: str = "") -> List[str]:
-    """The progress line of each run of a unit; a group's runs say they share one process."""
+def local_processes(plan: Dict, todo: List[int], write: bool = True) -> List[Tuple[List[List[int]], Optional[List[str]]]]:
+    """ENGINE=local's processes for the plan's runs ``todo``: (the units each trains, in order; its
+    command line). A unit is a group of runs that share a data stream, or a run alone; consecutive
+    units of plain training runs share one ``train.py --group`` process (``ptnl.sweep.group.pack``:
+    one start-up for all of them). PACK=0: a process a unit; GROUP=0: a process a run."""
     runs = plan["runs"]
+    if not group.enabled():
+        return [([[i]], runs[i]["argv"]) for i in todo]
+    proposed = group.propose(runs, todo)
+    out = []
+    for chunk in (group.pack(runs, proposed) if group.packing() else [[u] for u in proposed]):
+        members = [i for unit in chunk for i in unit]
+        if len(members) == 1:
+            out.append((chunk, runs[members[0]]["argv"]))
+        elif not write:
+            out.append((chunk, None))
+        else:
+            path = osp.join(sweep_dir(plan["out"]), "groups", "{}-{}.json".format(plan.get("name", "plan"), members[0]))
+            out.append((chunk, group.group_argv(runs, members, path)))
+    return out
+
+
+def unit_lines(plan: Dict, prog: Progress, members: List[int], where: str = "", process: int = 0) -> List[str]:
+    """The progress line of each run of a unit; a group's runs say they share one data stream, and
+    the runs of a process that trains more than this unit say how many others it trains."""
+    runs = plan["runs"]
+    others = max(0, process - len(members))
+    also = ", in one process with {} other run{}".format(others, "s" if others > 1 else "") if others else ""
     if len(members) == 1:
-        return [prog.line(members[0], label(plan, runs[members[0]]) + where)]
-    return [prog.line(j, "{}{} (1 of {} runs in one process, one data stream)".format(
-        label(plan, runs[j]), where, len(members))) for j in members]
+        return [prog.line(members[0], label(plan, runs[members[0]]) + where + (" ({})".format(also[2:]) if also else ""))]
+    if not also:
+        return [prog.line(j, "{}{} (1 of {} runs in one process, one data stream)".format(
+            label(plan, runs[j]), where, len(members))) for j in members]
+    return [prog.line(j, "{}{} (1 of {} runs on one data stream{})".format(label(plan, runs[j]), where, len(members),
+                                                                         also)) for j in members]
+
+
+def run_process(plan: Dict, prog: Progress, chunk: List[List[int]], argv: List[str]) -> Tuple[int, List[int]]:
+    """Run one of ENGINE=local's processes, which trains the units of ``chunk`` in order: each unit's
+    progress and start lines when it starts (the first at once, each next one when every run of the
+    one before has its results), each run's time recorded as its unit ends. Returns the exit status
+    and the runs of the unit it ended in that are not finished (none when it got through)."""
+    runs, tag = plan["runs"], plan.get("tag")
+    size = sum(len(unit) for unit in chunk)
+    starts = {j: start_line(runs[j]) for unit in chunk for j in unit}  # each folder as it is before the process
+
+    def announce(unit):
+        if tag:
+            _say(*unit_lines(plan, prog, unit, process=size))
+        _say(*(starts[j] for j in unit))
+
+    k, t0 = 0, time.time()
+    announce(chunk[0])
+    proc = subprocess.Popen(argv)
+    try:
+        while True:
+            code = proc.poll()
+            while k < len(chunk) and all(finished(runs[j]) for j in chunk[k]):
+                now = time.time()
+                for j in chunk[k]:
+                    prog.record(j, (now - t0) / len(chunk[k]), True)
+                k, t0 = k + 1, now
+                if k < len(chunk) and code is None:
+                    announce(chunk[k])
+            if code is not None:
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        stop_child(proc)
+        raise
+    if k == len(chunk):
+        return code, []
+    for j in chunk[k]:
+        prog.record(j, (time.time() - t0) / len(chunk[k]), finished(runs[j]))
+    return code, [j for j in chunk[k] if not finished(runs[j])] or chunk[k]
 
 
 def run_local(plan: Dict) -> int:
-    """Each run in order (finished ones first: train.py checks their settings), runs that share a
-    data stream grouped into one process (``ptnl.sweep.group``; GROUP=0: one process a run); the
-    first failure stops the plan (the same command resumes it); then the plan's table."""
+    """Each run in order (finished ones first: train.py checks their settings): runs that share a
+    data stream grouped, consecutive plain training runs in one process (``local_processes``;
+    PACK=0: a process a group, GROUP=0: a process a run); the first failure stops the plan (the
+    same command resumes it); then the plan's table."""
     header(plan)
     prog, tag = Progress(plan), plan.get("tag")
     runs = plan["runs"]
@@ -102,21 +171,15 @@ def run_local(plan: Dict) -> int:
     if rc:
         return rc
     todo = [i for i in range(len(runs)) if not prog.finished[i]]
-    for members, argv in units(plan, todo):
-        i = members[0]
-        if tag:
-            _say(*unit_lines(plan, prog, members))
-        _say(*(start_line(runs[j]) for j in members))
-        t0 = time.time()
-        rc = call(argv)
-        for j in members:
-            prog.record(j, (time.time() - t0) / len(members), finished(runs[j]))
+    for chunk, argv in local_processes(plan, todo):
+        rc, left = run_process(plan, prog, chunk, argv)
         if rc:
             if not tag:
                 return rc
-            left = [runs[j]["dir"] for j in members if not finished(runs[j])]
-            _say("[{}] run {}/{} failed: {} ({}/{} done; the same command resumes)".format(
-                tag, prog.number(i), prog.total, ", ".join(left) or runs[i]["dir"], prog.done, prog.total), err=True)
+            waiting = sum(1 for unit in chunk for j in unit if not finished(runs[j]) and j not in left)
+            _say("[{}] run {}/{} failed: {} ({}/{} done{}; the same command resumes)".format(
+                tag, prog.number(left[0]), prog.total, ", ".join(runs[j]["dir"] for j in left), prog.done,
+                prog.total, ", {} more of its process not started".format(waiting) if waiting else ""), err=True)
             return 1
     if tag:
         _say("[{}] {}/{} runs done, this session {}".format(tag, prog.done, prog.total, hms(time.time() - prog.start)))

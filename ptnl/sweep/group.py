@@ -47,6 +47,12 @@ def enabled(env=None) -> bool:
     return (env if env is not None else os.environ).get("GROUP", "1") not in ("0", "")
 
 
+def packing(env=None) -> bool:
+    """False with PACK=0: ENGINE=local starts a process for each group (and each run that trains
+    alone) instead of training the plan's runs one group after another in one process."""
+    return (env if env is not None else os.environ).get("PACK", "1") not in ("0", "")
+
+
 def stacking(env=None) -> bool:
     """False with STACK=0: a group's runs of one prompt shape keep their own text passes
     (``TRAINER.PTNL.STACK False``; ``ptnl.trainers.stacked``)."""
@@ -99,6 +105,34 @@ def proposal_key(argv: List[str], groupable: Optional[Set[str]] = None):
                          and not pairs.get("DATASET.NOISE.FILE") else set())
     shared_opts = tuple(sorted((k, v) for k, v in pairs.items() if k not in own))
     return tuple(prefix), shared_flags, shared_opts
+
+
+def packable(argv: List[str]) -> bool:
+    """Whether a run can share a process with other runs (``train.py --group`` trains it alone when it
+    shares no stream): a plain train.py call that trains (no --eval-only, --no-train, --dry-run,
+    --group or --resume) with KEY VALUE pairs."""
+    parts = split_argv(argv)
+    if parts is None or len(parts[2]) % 2:
+        return False
+    return not any(parts[1].get(f) for f in ("--eval-only", "--no-train", "--dry-run", "--group", "--resume"))
+
+
+def pack(runs: List[Dict], units: List[List[int]]) -> List[List[List[int]]]:
+    """``units`` (groups and lone runs, in order) in processes: consecutive units whose runs are all
+    ``packable`` with the same ``python train.py`` go to one process, which trains them one unit after
+    another (one interpreter start, one import of torch and CLIP, images decoded once); the others
+    keep a process each."""
+    out: List[List[List[int]]] = []
+    last = None
+    for unit in units:
+        prefixes = {tuple(split_argv(runs[i]["argv"])[0]) if packable(runs[i]["argv"]) else None for i in unit}
+        prefix = prefixes.pop() if len(prefixes) == 1 else None
+        if prefix is not None and prefix == last:
+            out[-1].append(unit)
+        else:
+            out.append([unit])
+        last = prefix
+    return out
 
 
 def propose(runs: List[Dict], todo: List[int], max_size: int = 0) -> List[List[int]]:

@@ -18,6 +18,7 @@ class ClassifierC(PTNLTrainerBase):
     """A linear head initialised with the text features of the dataset's template prompts."""
 
     COLOUR = "#E69F00"
+    GROUPABLE = True  # trains only its head through the base step: shares a stream's image-encoder pass
 
     def initial_weight(self, clip_model, classnames):
         template = dataset_template(self.cfg.DATASET.NAME)
@@ -54,6 +55,7 @@ class ZeroshotCLIP(ClassifierC):
     USES_LOSS = False
     USES_SEED = False
     TRAINS = False
+    GROUPABLE = False  # nothing to train
 
 
 @register_trainer

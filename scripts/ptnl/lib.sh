@@ -111,7 +111,8 @@ ptnl_run_dir() {
 # DRY_RUN=1 prints the plan in a few lines (VERBOSE=1: every run, each one's resolved config), a
 # GPU-hours estimate from the finished runs' wall_time_s and what train.py's checks say. With
 # ENGINE=local, runs that share a data stream (same dataset, shots, seed, noise, ...; other losses or
-# prompt trainers) train in one process (train.py --group, README "Grouped runs"); GROUP=0: one a run.
+# prompt trainers) train in lockstep, and the plan's groups and lone runs one after another, in one
+# process (train.py --group, docs/cluster.md "Grouped runs"); PACK=0: a process a group; GROUP=0: one a run.
 # Within a group the runs of one prompt shape are stacked (one text pass, one backward per batch;
 # docs/speed.md "Stacked runs"); STACK=0: not stacked (TRAINER.PTNL.STACK False for each).
 

@@ -8,7 +8,9 @@
 # Environment (besides main.sh's DATA, SEEDS, SHOTS, NOISE_TYPE, NOISE_MODE, NCTX, OUT, CLIP_WEIGHTS, ...):
 # RATES ("0.0 0.125 0.25 0.375 0.5 0.625 0.75"), TRAINERS ("PTNL LinearProbe ClassifierR"),
 # LOSSES ("ce gce"), LOSS_TRAINERS ("PTNL": the trainers that run every loss; the others run ce),
-# GROUP (1: PTNL's losses of one rate and seed train in one process, train.py --group; 0: one a run).
+# GROUP (1: the runs of one rate and seed that share a data stream train in lockstep, and with
+# ENGINE=local the whole grid trains in one process, train.py --group; PACK=0: a process a group;
+# GROUP=0: one a run).
 # Finished runs are skipped (when their settings match); a "[sweep] run i/N" line with the ETA of
 # the whole sweep starts each run. Ends with the table and the plot $OUT/<DATASET>_sweep.png (needs
 # matplotlib) of this sweep's runs only (ALL_RUNS=1: every run under $OUT/<DATASET>).
