@@ -2,7 +2,7 @@
 the README says (pocket world, nothing downloaded) and require the README's table, line for line,
 in what it prints. Regenerate the README block from this run's output when the demo changes.
 
-About 9 minutes on 2 CPU cores from an empty cache, so it runs only with ``PTNL_TEST_DEMO=1``
+About 6 minutes on 2 CPU cores from an empty cache, so it runs only with ``PTNL_TEST_DEMO=1``
 (``PTNL_TEST_DEMO=1 python -m pytest -q tests/test_scripts_demo.py``); run it whenever the demo or
 a trainer it runs changes. With ``PTNL_TEST_POCKET_CACHE=<folder>`` the
 pocket world and the demo's runs are kept there, so a second call only prints the table."""
@@ -61,7 +61,7 @@ def assert_same_table(table, got):
 
 
 @pytest.mark.skipif(not os.environ.get("PTNL_TEST_DEMO"),
-                    reason="the whole demo (about 9 minutes on 2 cores) runs with PTNL_TEST_DEMO=1, outside CI's budget")
+                    reason="the whole demo (about 6 minutes on 2 cores) runs with PTNL_TEST_DEMO=1, outside CI's budget")
 def test_readme_demo_table_is_the_demos_output(tmp_path):
     keep = os.environ.get("PTNL_TEST_POCKET_CACHE")
     cache = keep or str(tmp_path / "cache")
