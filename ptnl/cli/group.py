@@ -12,6 +12,7 @@ from ptnl.cli.parser import build_parser
 from ptnl.cli.runner import prepare, removed_on_failure, start
 from ptnl.clip.weights import shared_loads
 from ptnl.errors import ConfigError
+from ptnl.runs.files import release_run_dir
 from ptnl.runs.identity import flat_config
 from ptnl.trainers.group import Member, check_same_stream, partition, train_group
 from ptnl.trainers.stacked import prepare_group
@@ -60,6 +61,7 @@ def run_group(specs: Sequence, current: Current) -> None:
             trainer = current.trainer = start_or_remove(args, cfg)
             trainer.train()
             sys.stdout = terminal
+            release_run_dir(cfg.OUTPUT_DIR)  # its folder is free again while the process trains the next runs
             continue
         members = build_members([specs[i] for i in idx])
         prepare_group([m.trainer for m in members])  # own labels; stacks of one prompt shape (trainers/stacked.py)
@@ -71,6 +73,8 @@ def run_group(specs: Sequence, current: Current) -> None:
                 with m.scope() as t:
                     to_log(exit_line(e, t, m.cfg))
             raise
+        for m in members:
+            release_run_dir(m.cfg.OUTPUT_DIR)
 
 
 def build_members(specs: Sequence) -> List[Member]:

@@ -86,6 +86,14 @@ def lock_run_dir(run_dir: str) -> None:
     remove_stale_temporaries(key, depth=1)
 
 
+def release_run_dir(run_dir: str) -> None:
+    """Give up the lock ``lock_run_dir`` took, once the run is over: a process that trains several
+    runs one after another (``train.py --group``) frees each folder as its run ends."""
+    fd = _HELD.pop(osp.abspath(run_dir), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops its POSIX lock
+
+
 def _holder(fd: int) -> str:
     try:
         text = os.pread(fd, 200, 0).decode(errors="replace").strip()
