@@ -2,6 +2,7 @@
 the grid scripts write) checked as each would be alone, then trained in groups that share a data
 stream (``ptnl.trainers.group``: which runs may, and the lockstep training), each member with its
 own prefixed terminal lines, ``log.txt`` and run folder; a group of one trains as it would alone."""
+import gc
 import json
 import os.path as osp
 import sys
@@ -52,29 +53,50 @@ def start_or_remove(args, cfg):
 def run_group(specs: Sequence, current: Current) -> None:
     """Train the runs of ``specs`` ((args, cfg) pairs, none finished) grouped by ``stream_key``:
     a group of one trains as it would alone. ``current`` is told each group's first trainer (for
-    the exit handler); when a group stops, each member's log ends as a lone run's would."""
+    the exit handler); when a group stops, each member's log ends as a lone run's would. Each
+    run's folder is free again (its lock given up) as soon as its group ends, and what its
+    trainers held is let go before the next group starts (``let_go``)."""
     for idx in partition([cfg for _, cfg in specs]):
         if len(idx) == 1:
-            args, cfg = specs[idx[0]]
-            terminal = sys.stdout
-            sys.stdout = Prefixed(terminal)
-            trainer = current.trainer = start_or_remove(args, cfg)
-            trainer.train()
-            sys.stdout = terminal
-            release_run_dir(cfg.OUTPUT_DIR)  # its folder is free again while the process trains the next runs
-            continue
-        members = build_members([specs[i] for i in idx])
-        prepare_group([m.trainer for m in members])  # own labels; stacks of one prompt shape (trainers/stacked.py)
-        current.trainer = members[0].trainer
-        try:
-            train_group(members)
-        except BaseException as e:
-            for m in members:
-                with m.scope() as t:
-                    to_log(exit_line(e, t, m.cfg))
-            raise
+            train_alone(*specs[idx[0]], current)
+        else:
+            train_together([specs[i] for i in idx], current)
+        current.trainer = None
+        let_go()
+
+
+def train_alone(args, cfg, current: Current) -> None:
+    """One run of the process that shares no stream: as ``train.py`` would train it."""
+    terminal = sys.stdout
+    sys.stdout = Prefixed(terminal)
+    trainer = current.trainer = start_or_remove(args, cfg)
+    trainer.train()
+    sys.stdout = terminal
+    release_run_dir(cfg.OUTPUT_DIR)
+
+
+def train_together(specs: Sequence, current: Current) -> None:
+    """The runs of ``specs`` that share a data stream: built, then trained in lockstep."""
+    members = build_members(specs)
+    prepare_group([m.trainer for m in members])  # own labels; stacks of one prompt shape (trainers/stacked.py)
+    current.trainer = members[0].trainer
+    try:
+        train_group(members)
+    except BaseException as e:
         for m in members:
-            release_run_dir(m.cfg.OUTPUT_DIR)
+            with m.scope() as t:
+                to_log(exit_line(e, t, m.cfg))
+        raise
+    for m in members:
+        release_run_dir(m.cfg.OUTPUT_DIR)
+
+
+def let_go() -> None:
+    """After a group (or a lone run) of a process that trains more: collect what its trainers held
+    in reference cycles now, not at some later collection: their models, decoded batches and the
+    loader worker processes a per-sample stream keeps across epochs (each would otherwise stay
+    alive, idle, while the process trains the next runs)."""
+    gc.collect()
 
 
 def build_members(specs: Sequence) -> List[Member]:
