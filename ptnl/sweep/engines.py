@@ -64,22 +64,25 @@ def header(plan: Dict):
                                                                plan["desc"]))
 
 
+def command(plan: Dict, members: List[int], write: bool = True) -> Optional[List[str]]:
+    """The command line that trains the plan's runs ``members`` in one process: a lone run's own,
+    or ``train.py --group`` with their arguments written to ``<OUT>/.sweep/groups/`` (None without
+    ``write``: nothing is written, a dry run's count)."""
+    runs = plan["runs"]
+    if len(members) == 1:
+        return runs[members[0]]["argv"]
+    if not write:
+        return None
+    path = osp.join(sweep_dir(plan["out"]), "groups", "{}-{}.json".format(plan.get("name", "plan"), members[0]))
+    return group.group_argv(runs, members, path)
+
+
 def units(plan: Dict, todo: List[int], write: bool = True) -> List[Tuple[List[int], Optional[List[str]]]]:
     """The plan's runs ``todo`` as (run indices, command line): the runs that share a data stream
     as one ``train.py --group`` process (``ptnl.sweep.group``; GROUP=0: one process a run). Without
     ``write`` nothing is written and a group's command line is None (a dry run's count)."""
-    runs = plan["runs"]
-    out = []
-    for members in (group.propose(runs, todo) if group.enabled() else [[i] for i in todo]):
-        if len(members) == 1:
-            out.append((members, runs[members[0]]["argv"]))
-            continue
-        if not write:
-            out.append((members, None))
-            continue
-        path = osp.join(sweep_dir(plan["out"]), "groups", "{}-{}.json".format(plan.get("name", "plan"), members[0]))
-        out.append((members, group.group_argv(runs, members, path)))
-    return out
+    proposed = group.propose(plan["runs"], todo) if group.enabled() else [[i] for i in todo]
+    return [(members, command(plan, members, write)) for members in proposed]
 
 
 def local_processes(plan: Dict, todo: List[int], write: bool = True) -> List[Tuple[List[List[int]], Optional[List[str]]]]:
@@ -87,21 +90,11 @@ def local_processes(plan: Dict, todo: List[int], write: bool = True) -> List[Tup
     command line). A unit is a group of runs that share a data stream, or a run alone; consecutive
     units of plain training runs share one ``train.py --group`` process (``ptnl.sweep.group.pack``:
     one start-up for all of them). PACK=0: a process a unit; GROUP=0: a process a run."""
-    runs = plan["runs"]
     if not group.enabled():
-        return [([[i]], runs[i]["argv"]) for i in todo]
-    proposed = group.propose(runs, todo)
-    out = []
-    for chunk in (group.pack(runs, proposed) if group.packing() else [[u] for u in proposed]):
-        members = [i for unit in chunk for i in unit]
-        if len(members) == 1:
-            out.append((chunk, runs[members[0]]["argv"]))
-        elif not write:
-            out.append((chunk, None))
-        else:
-            path = osp.join(sweep_dir(plan["out"]), "groups", "{}-{}.json".format(plan.get("name", "plan"), members[0]))
-            out.append((chunk, group.group_argv(runs, members, path)))
-    return out
+        return [([[i]], plan["runs"][i]["argv"]) for i in todo]
+    proposed = group.propose(plan["runs"], todo)
+    chunks = group.pack(plan["runs"], proposed) if group.packing() else [[unit] for unit in proposed]
+    return [(chunk, command(plan, [i for unit in chunk for i in unit], write)) for chunk in chunks]
 
 
 def unit_lines(plan: Dict, prog: Progress, members: List[int], where: str = "", process: int = 0) -> List[str]:
@@ -109,14 +102,14 @@ def unit_lines(plan: Dict, prog: Progress, members: List[int], where: str = "", 
     the runs of a process that trains more than this unit say how many others it trains."""
     runs = plan["runs"]
     others = max(0, process - len(members))
-    also = ", in one process with {} other run{}".format(others, "s" if others > 1 else "") if others else ""
-    if len(members) == 1:
-        return [prog.line(members[0], label(plan, runs[members[0]]) + where + (" ({})".format(also[2:]) if also else ""))]
-    if not also:
-        return [prog.line(j, "{}{} (1 of {} runs in one process, one data stream)".format(
-            label(plan, runs[j]), where, len(members))) for j in members]
-    return [prog.line(j, "{}{} (1 of {} runs on one data stream{})".format(label(plan, runs[j]), where, len(members),
-                                                                         also)) for j in members]
+    notes = []
+    if len(members) > 1:
+        notes.append("1 of {} runs {}".format(len(members), "on one data stream" if others
+                                              else "in one process, one data stream"))
+    if others:
+        notes.append("in one process with {} other run{}".format(others, "s" if others > 1 else ""))
+    tail = " ({})".format(", ".join(notes)) if notes else ""
+    return [prog.line(j, label(plan, runs[j]) + where + tail) for j in members]
 
 
 def run_process(plan: Dict, prog: Progress, chunk: List[List[int]], argv: List[str]) -> Tuple[int, List[int]]:

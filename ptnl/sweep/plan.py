@@ -254,18 +254,6 @@ def check_plan(plan: Dict, dry_todo: bool = False) -> Dict[int, Dict]:
     return dict(zip(idx, answers))
 
 
-def call(argv: List[str], **kwargs) -> int:
-    """``subprocess.call`` that, on Ctrl-C, lets the child (which got the same SIGINT from the
-    terminal) finish its own exit (train.py writes its "Interrupted at epoch" line), then raises
-    KeyboardInterrupt; a second Ctrl-C stops it at once."""
-    proc = subprocess.Popen(argv, **kwargs)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop_child(proc)
-        raise
-
-
 def stop_child(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """After a Ctrl-C: give ``proc`` ``grace`` seconds to end on the terminal's SIGINT, then send
     it one (a SIGINT sent to this process alone did not reach it), then kill it after a minute."""
